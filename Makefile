@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+.PHONY: bootstrap demo test lint reliability bench
+
+PY := .venv/bin/python
+
+bootstrap:
+	@./tools/bootstrap.sh
+
+demo: bootstrap
+	$(PY) tools/demo.py
+
+test: bootstrap lint
+	$(PY) -m pytest -q
+
+lint: bootstrap
+	.venv/bin/ruff check bzlogger tests tools
+	.venv/bin/mypy bzlogger
+
+reliability: bootstrap
+	$(PY) -m pytest -q -m slow tests
+
+bench: bootstrap
+	$(PY) tools/bench_store.py
+	$(PY) tools/bench_match.py
