@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import click
 
 from bzlogger import config, logsetup
+from bzlogger.clock import ScaledClock
+from bzlogger.errors import ConfigError
+
+#: A shared accelerated clock, ``REAL_ANCHOR:VIRTUAL_ANCHOR:SPEED`` as printed by
+#: ``bzlogger sim run``; unset means the system clock (see bzlogger.clock).
+CLOCK_ENV = "BZLOGGER_CLOCK"
 
 
 @dataclass(slots=True)
@@ -25,6 +32,18 @@ class CliContext:
             explicit = bool(self.config_file)
             self._settings = config.load(path, required=required or explicit)
         return self._settings
+
+
+    def clock(self) -> ScaledClock:
+        """The clock every component uses: the system clock unless ``$BZLOGGER_CLOCK``
+        names a shared accelerated one (a simulation)."""
+        spec = os.environ.get(CLOCK_ENV)
+        if not spec:
+            return ScaledClock.system()
+        try:
+            return ScaledClock.parse(spec)
+        except ValueError as error:
+            raise ConfigError(f"${CLOCK_ENV}: {error}") from None
 
 
 pass_context = click.make_pass_decorator(CliContext)
