@@ -33,7 +33,6 @@ class CliContext:
             self._settings = config.load(path, required=required or explicit)
         return self._settings
 
-
     def clock(self) -> ScaledClock:
         """The clock every component uses: the system clock unless ``$BZLOGGER_CLOCK``
         names a shared accelerated one (a simulation)."""
