@@ -206,6 +206,13 @@ def _build(cls: type[T], data: Any, prefix: str, base: Path, allowed: set[str] |
             known = ", ".join(sorted(names))
             raise ConfigError(f"unknown config key {prefix}{key} (known here: {known})")
         values[key] = _convert(hints[key], value, f"{prefix}{key}", fields[key], base)
+    for name in names - values.keys():
+        # A field whose default fails its own check must be given (e.g. a key's `pem`).
+        fld = fields[name]
+        check: Check | None = fld.metadata.get("check") if fld.metadata else None
+        if check is not None and fld.default is not dataclasses.MISSING and not check(fld.default):
+            raise ConfigError(f"config key {prefix}{name} is missing: expected "
+                              f"{fld.metadata.get('expect') or _describe(hints[name])}")
     return cls(**values)
 
 

@@ -52,9 +52,10 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from bzlogger.cli import ids_cmd
+    from bzlogger.cli import config_cmd, ids_cmd
 
     cli.add_command(ids_cmd.ids)
+    cli.add_command(config_cmd.config_group)
 
 
 _register()
