@@ -1,0 +1,1 @@
+"""The pure core: deterministic logic with time passed in and no I/O."""
