@@ -56,6 +56,9 @@ def _register() -> None:
 
     cli.add_command(ids_cmd.ids)
     cli.add_command(config_cmd.config_group)
+    from bzlogger.cli import daemon_cmd
+
+    cli.add_command(daemon_cmd.status)
 
 
 _register()
