@@ -141,6 +141,9 @@ class DoorSettings:
     rssi_threshold: int = setting(-60, "dBm, -127..0", lambda v: -127 <= v <= 0)
     hold_s: float = setting(2.0, "seconds a strong signal must last, 0..30",
                             lambda v: 0 <= v <= 30)
+    release_s: float = setting(1.5, "seconds without a strong signal before the display "
+                               "clears, 0.2..30", lambda v: 0.2 <= v <= 30)
+    state_file: Path = setting(Path("/run/bzlogger/door.json"))
 
 
 @dataclass(frozen=True, slots=True)

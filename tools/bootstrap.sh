@@ -10,6 +10,8 @@ need=()
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The door display's browser test drives Debian's Chromium (never a downloaded build).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing system packages: ${need[*]}"
     sudo=""

@@ -52,10 +52,11 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from bzlogger.cli import config_cmd, ids_cmd
+    from bzlogger.cli import config_cmd, ids_cmd, report_cmd
 
     cli.add_command(ids_cmd.ids)
     cli.add_command(config_cmd.config_group)
+    cli.add_command(report_cmd.door)
     from bzlogger.cli import daemon_cmd
 
     cli.add_command(daemon_cmd.status)
