@@ -60,6 +60,9 @@ def _register() -> None:
     from bzlogger.cli import daemon_cmd
 
     cli.add_command(daemon_cmd.status)
+    from bzlogger.cli import sim_cmd
+
+    cli.add_command(sim_cmd.sim)
 
 
 _register()
