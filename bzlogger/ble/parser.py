@@ -7,9 +7,11 @@ or :func:`bzlogger.ble.ad.decode` of raw bytes). Output says what the advertisem
   0x22B5 holding exactly the 12-byte ID;
 - Bluezone iOS: the 128-bit service UUID ``00004e56-...-a667`` listed, or Apple's
   manufacturer-data overflow area (iOS in the background): the ID needs a GATT read;
-- GAEN: service data for 0xFD6F of exactly 20 bytes (16-byte RPI, 4-byte AEM);
+- GAEN: 16-bit service UUID 0xFD6F listed and its service data of exactly 20 bytes
+  (16-byte RPI, 4-byte AEM);
 - noise: anything else (never stored);
-- malformed: one of the above with a wrong length (counted and skipped).
+- malformed: one of the above with a wrong length or without its service UUID listed
+  (counted by reason and skipped).
 """
 
 from __future__ import annotations
@@ -92,11 +94,17 @@ def classify(ad: AdFields) -> Classification:
         apple[:1] == bytes((APPLE_OVERFLOW_TYPE,))
     ):
         malformed.append("apple_overflow_length")
+    elif bluezone.COMPANY_ID in ad.manufacturer_data:
+        # Bluezone's data without its service UUID: apps ignore it, so do we.
+        malformed.append("bluezone_unlisted")
 
     service_data = {k.lower(): v for k, v in ad.service_data.items()}
     payload = service_data.get(gaen.SERVICE_UUID)
     if payload is not None:
-        if len(payload) != GAEN_SERVICE_DATA_LENGTH:
+        if gaen.SERVICE_UUID not in uuids:
+            # The specification lists 0xFD6F as a complete UUID list; phones filter on it.
+            malformed.append("gaen_unlisted")
+        elif len(payload) != GAEN_SERVICE_DATA_LENGTH:
             malformed.append("gaen_length")
         else:
             found.append(Recognised(Kind.GAEN, Protocol.GAEN, Platform.UNKNOWN,

@@ -45,13 +45,15 @@ _DEVICE_MEMORY = 4096
 
 @dataclass(frozen=True, slots=True)
 class IosAdvert:
-    """An advertisement of a Bluezone iOS phone: its ID needs a GATT read."""
+    """An advertisement of a Bluezone iOS phone: its ID needs a GATT read. ``device`` is
+    bleak's handle for connecting (None when replayed without BlueZ)."""
 
     address: str
     path: str
     rssi: int
     time: float
     tx_power: int | None
+    device: BLEDevice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +309,10 @@ class BleScanner:
                              manufacturer_data=dict(data.manufacturer_data),
                              service_data=dict(data.service_data),
                              local_name=data.local_name, tx_power=data.tx_power),
-                    rssi=data.rssi, address=device.address, path=path)
+                    rssi=data.rssi, address=device.address, path=path, device=device)
 
-    def handle(self, fields: AdFields, *, rssi: int, address: str, path: str) -> None:
+    def handle(self, fields: AdFields, *, rssi: int, address: str, path: str,
+               device: BLEDevice | None = None) -> None:
         """Classify one advertisement and queue what it carries (also the entry point
         for tests and replays)."""
         now = self.clock.now()
@@ -328,7 +331,7 @@ class BleScanner:
                 continue
             if found.kind is Kind.BLUEZONE_IOS:
                 if self.ios_sink is not None:
-                    self.ios_sink(IosAdvert(address, path, rssi, now, fields.tx_power))
+                    self.ios_sink(IosAdvert(address, path, rssi, now, fields.tx_power, device))
                 continue
             assert found.identifier is not None
             self.offer(Sighting(found.protocol, found.identifier, rssi, now,

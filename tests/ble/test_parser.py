@@ -65,6 +65,8 @@ def test_bluezone_ios_by_uuid_and_by_overflow_area() -> None:
     (bytes.fromhex("03036FFD16166FFD") + RPI + AEM[:3], "gaen_length"),
     (bytes.fromhex("03036FFD18166FFD") + RPI + AEM + b"\0", "gaen_length"),
     (bytes.fromhex("08FF4C0001") + bytes(4), "apple_overflow_length"),
+    (bytes.fromhex("0FFFB522") + BZ_ID, "bluezone_unlisted"),
+    (bytes.fromhex("17166FFD") + RPI + AEM, "gaen_unlisted"),
 ])
 def test_wrong_lengths_are_malformed(raw: bytes, reason: str) -> None:
     result = classify(ad.decode(raw))
@@ -78,7 +80,6 @@ def test_wrong_lengths_are_malformed(raw: bytes, reason: str) -> None:
     FLAGS,
     bytes.fromhex("0AFF4C001005031C0F2F5D"),           # Apple nearby info
     bytes.fromhex("1AFF4C000215") + bytes(21),          # iBeacon
-    bytes.fromhex("0FFFB522") + BZ_ID,                  # Bluezone data without its UUID
     bytes.fromhex("0303AAFE0916AAFE10000167676C"),     # Eddystone URL
     bytes.fromhex("0A094D7920486561647365"),            # name only
 ])
@@ -163,3 +164,4 @@ def test_fuzz_bleak_shaped_fields(mfr: dict[int, bytes], svc: dict[str, bytes],
         if found.kind is Kind.GAEN:
             assert found.identifier is not None and found.aem is not None
             assert found.identifier + found.aem == svc[ad.uuid16_to_str(0xFD6F)]
+            assert ad.uuid16_to_str(0xFD6F) in uuids
