@@ -13,7 +13,6 @@ import click
 
 from bzlogger.cli.output import emit, format_option
 from bzlogger.errors import OperationalError
-from bzlogger.sim.runner import SimulatedBluez
 from bzlogger.sim.scenario import Scenario, load_scenario
 from bzlogger.timefmt import iso
 
@@ -54,6 +53,8 @@ def run(scenario_file: str, speed: float, truth_file: str | None, bus_address: s
 
 async def _run(scenario: Scenario, speed: float, truth_file: str | None,
                bus_address: str | None, stay: bool) -> None:
+    from bzlogger.sim.runner import SimulatedBluez  # loads dbus-fast only when needed
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

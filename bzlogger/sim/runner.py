@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bzlogger.cli.context import CLOCK_ENV
 from bzlogger.clock import ScaledClock
 from bzlogger.sim.adverts import HeardBeacon, decode_beacon
 from bzlogger.sim.bluez import AdapterConfig, AdvertRecord, FakeBluez, Report
@@ -36,6 +35,9 @@ from bzlogger.sim.scenario import Scenario, parse_scenario
 from bzlogger.sim.truth import GroundTruth
 from bzlogger.sim.world import Visitor
 
+#: The variable the daemon reads the shared clock from (bzlogger.cli.context.CLOCK_ENV;
+#: not imported from there, which would load the whole CLI).
+CLOCK_ENV = "BZLOGGER_CLOCK"
 #: Real seconds between two world ticks (the per-device report cap is one per tick).
 DEFAULT_REPORT_TICK_S = 0.25
 
