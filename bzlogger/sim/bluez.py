@@ -467,11 +467,9 @@ class FakeBluez:
         if props is not None and props["Discovering"].value != adapter.discovering:
             self._set_properties(adapter.path, ADAPTER,
                                  {"Discovering": Variant("b", adapter.discovering)})
-        if not adapter.discovering:
-            # bluetoothd forgets unconnected temporary devices when discovery stops.
-            for device in list(adapter.devices.values()):
-                if not device.connected:
-                    self._remove_device(adapter, device)
+        # When discovery stops, devices stay until their temporary-device timeout (30 s
+        # after last seen) removes them, as in bluetoothd; BleakClient relies on finding
+        # the device object after its scan has stopped.
 
     async def _apply_powered(self, adapter: _Adapter, powered: bool) -> None:
         if adapter.powered == powered:
@@ -480,7 +478,7 @@ class FakeBluez:
             for record in list(adapter.adverts.values()):
                 await self._release(adapter, record, "adapter powered off")
             for device in list(adapter.devices.values()):
-                self._drop_connection(device)
+                self._remove_device(adapter, device)
             adapter.sessions.clear()
         adapter.powered = powered
         self._set_properties(adapter.path, ADAPTER, {"Powered": Variant("b", powered)})
