@@ -56,6 +56,7 @@ def _register() -> None:
 
     cli.add_command(ids_cmd.ids)
     cli.add_command(config_cmd.config_group)
+    cli.add_command(report_cmd.report)
     cli.add_command(report_cmd.door)
     from bzlogger.cli import daemon_cmd
 
@@ -63,6 +64,11 @@ def _register() -> None:
     from bzlogger.cli import sim_cmd
 
     cli.add_command(sim_cmd.sim)
+    from bzlogger.cli import match_cmd
+
+    cli.add_command(match_cmd.match)
+    cli.add_command(match_cmd.keys)
+    cli.add_command(match_cmd.lists_group)
 
 
 _register()
