@@ -53,7 +53,9 @@ def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
 
 def get_logger(name: str) -> Any:
     """A structlog logger bound to ``component=name``."""
-    return structlog.get_logger().bind(component=name)
+    # Initial values, not bind(): bind() would build the logger now, with the configuration
+    # of import time (structlog's default prints to stdout), not the one set up later.
+    return structlog.get_logger(component=name)
 
 
 def redact(identifier: bytes | str) -> str:
