@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import textwrap
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -82,7 +83,7 @@ def daily(ctx: CliContext, day_text: str | None, tz_text: str | None, min_rssi: 
         emit(rows, "table", empty=f"no app users seen on {day.isoformat()}")
         click.echo(f"\nTotal: {result.people} people ({result.identifiers} identifiers) on "
                    f"{day.isoformat()}, hours in UTC{result.utc_offset}.")
-        click.echo(f"Method: {result.method}")
+        click.echo(textwrap.fill(f"Method: {result.method}", width=96))
     if chart_path is not None:
         click.echo(f"chart written to {chart_path}", err=True)
 
