@@ -3,20 +3,25 @@ config file pointing at both."""
 
 from __future__ import annotations
 
-import hashlib
 import io
+import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bzlogger.cli import cli
 from bzlogger.config import StoreSettings
+from bzlogger.ids.schedule import DayKeys
 from bzlogger.lists import gaen_export
 from bzlogger.lists.gaen_export import ExportKey, Signature
+from bzlogger.model import Encounter, Exposure
+from bzlogger.store import Store
 from bzlogger.store.keys import create_key_file
 
 DATA = Path(__file__).parent / "data"
@@ -87,5 +92,46 @@ def store_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreSett
     return StoreSettings(path=tmp_path / "data" / "bzlogger.db", key_file=key_file)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+async def fill_store(settings: StoreSettings, encounters: list[Encounter],
+                     own: Sequence[DayKeys] = ()) -> None:
+    async with await Store.open(settings, create=True) as store:
+        await store.add_encounters(encounters)
+        for keys in own:
+            await store.save_own_keys(keys)
+
+
+async def stored_exposures(settings: StoreSettings) -> list[Exposure]:
+    async with await Store.open(settings) as store:
+        return await store.exposures()
+
+
+@dataclass
+class Kiosk:
+    settings: StoreSettings
+    config: Path
+    alerts: Path
+    tmp: Path
+
+    def run(self, *args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(self.config), *args])
+
+
+@pytest.fixture
+def kiosk(tmp_path: Path, store_settings: StoreSettings, authority: Authority) -> Kiosk:
+    alerts = tmp_path / "alerts.jsonl"
+    script = tmp_path / "alert.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.stdin.read() + '\\n')\n")
+    config = tmp_path / "bzlogger.toml"
+    config.write_text(f"""
+[store]
+path = "{store_settings.path}"
+key_file = "{store_settings.key_file}"
+
+[gaen]
+verification_keys = [{{ key_id = "310", key_version = "v1", pem = "{authority.pem}" }}]
+
+[lists]
+alert_command = "{sys.executable} {script} {alerts}"
+""")
+    return Kiosk(store_settings, config, alerts, tmp_path)

@@ -12,23 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner, Result
-
-from bzlogger.cli import cli
-from bzlogger.config import StoreSettings
 from bzlogger.ids import bluezone, gaen
 from bzlogger.ids.schedule import DayKeys
 from bzlogger.lists import bluezone_list, gaen_export
 from bzlogger.lists.gaen_export import ExportKey
-from bzlogger.model import Encounter, Exposure, Protocol
-from bzlogger.store import Store
+from bzlogger.model import Encounter, Protocol
 from bzlogger.timefmt import iso
-from tests.lists.conftest import Authority, rezip
+from tests.lists.conftest import Authority, Kiosk, fill_store, rezip, stored_exposures
 
 DAY = 1_796_083_200  # 2026-12-01T00:00:00Z
 INTERVAL = DAY // 600
@@ -102,50 +95,6 @@ def build_world() -> World:
     world.bluezone_positive = [a]
     world.gaen_positive = [b, e]
     return world
-
-
-async def fill_store(settings: StoreSettings, encounters: list[Encounter],
-                     own: list[DayKeys] = ()) -> None:  # type: ignore[assignment]
-    async with await Store.open(settings, create=True) as store:
-        await store.add_encounters(encounters)
-        for keys in own:
-            await store.save_own_keys(keys)
-
-
-async def stored_exposures(settings: StoreSettings) -> list[Exposure]:
-    async with await Store.open(settings) as store:
-        return await store.exposures()
-
-
-@dataclass
-class Kiosk:
-    settings: StoreSettings
-    config: Path
-    alerts: Path
-    tmp: Path
-
-    def run(self, *args: str) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(self.config), *args])
-
-
-@pytest.fixture
-def kiosk(tmp_path: Path, store_settings: StoreSettings, authority: Authority) -> Kiosk:
-    alerts = tmp_path / "alerts.jsonl"
-    script = tmp_path / "alert.py"
-    script.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.stdin.read() + '\\n')\n")
-    config = tmp_path / "bzlogger.toml"
-    config.write_text(f"""
-[store]
-path = "{store_settings.path}"
-key_file = "{store_settings.key_file}"
-
-[gaen]
-verification_keys = [{{ key_id = "310", key_version = "v1", pem = "{authority.pem}" }}]
-
-[lists]
-alert_command = "{sys.executable} {script} {alerts}"
-""")
-    return Kiosk(store_settings, config, alerts, tmp_path)
 
 
 def published(kiosk: Kiosk, authority: Authority, world: World) -> tuple[Path, Path]:
