@@ -11,8 +11,8 @@ driving it on a shared clock, scheduled faults, and the ground truth.
         truth = sim.truth()
 
 Rate cap: the world delivers at most one advertisement report per device per tick
-(``report_tick``, 0.25 s of real time by default: at most 4 reports per device per real
-second, whatever the speed), so D-Bus traffic depends on how many devices are in range,
+(``report_tick``, 0.05 s of real time by default: at most 20 reports per device per
+real second, whatever the speed), so D-Bus traffic depends on how many devices are in range,
 not on the speed.
 """
 
@@ -28,7 +28,13 @@ from typing import Any
 
 from bzlogger.clock import ScaledClock
 from bzlogger.sim.adverts import HeardBeacon, decode_beacon
-from bzlogger.sim.bluez import AdapterConfig, AdvertRecord, FakeBluez, Report
+from bzlogger.sim.bluez import (
+    AdapterConfig,
+    AdvertRecord,
+    FakeBluez,
+    GattServiceSpec,
+    Report,
+)
 from bzlogger.sim.bus import SYSTEM_BUS_ENV, PrivateBus
 from bzlogger.sim.faults import Faults
 from bzlogger.sim.scenario import Scenario, parse_scenario
@@ -39,7 +45,7 @@ from bzlogger.sim.world import Visitor
 #: not imported from there, which would load the whole CLI).
 CLOCK_ENV = "BZLOGGER_CLOCK"
 #: Real seconds between two world ticks (the per-device report cap is one per tick).
-DEFAULT_REPORT_TICK_S = 0.25
+DEFAULT_REPORT_TICK_S = 0.05
 
 
 class SimulatedBluez:
@@ -65,6 +71,7 @@ class SimulatedBluez:
         self._next = 0
         self._active: list[Visitor] = []
         self._beacons: dict[int, tuple[int, HeardBeacon | None]] = {}
+        self._gatt: dict[str, tuple[GattServiceSpec, ...] | None] = {}
         self.ticks = 0
         self.max_tick_lag_s = 0.0
 
@@ -204,7 +211,7 @@ class SimulatedBluez:
             if visitor.advertised_between(last, now):
                 emission = visitor.emission(now)
                 rssi = radio.rssi(visitor.tx_power_1m, distance, extra, self._rng)
-                gatt = visitor.gatt(self.clock.now) if emission.content.connectable else None
+                gatt = self._gatt_of(visitor) if emission.content.connectable else None
                 self.bluez.report(Report(emission.address, rssi, emission.content, visitor.id,
                                          gatt=gatt))
             protocol = visitor.kind.protocol
@@ -219,6 +226,11 @@ class SimulatedBluez:
                         self._truth.record_hearing(visitor.id, protocol, beacon.identifier,
                                                    record.address, now, rssi)
         self._active = still
+
+    def _gatt_of(self, visitor: Visitor) -> tuple[GattServiceSpec, ...] | None:
+        if visitor.id not in self._gatt:
+            self._gatt[visitor.id] = visitor.gatt(self.clock.now)
+        return self._gatt[visitor.id]
 
     def _beacon(self, record: AdvertRecord) -> HeardBeacon | None:
         key = id(record)
