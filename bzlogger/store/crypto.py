@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,6 @@ KEYRING_MAGIC = b"BZLOGGER-KEYRING-1\n"
 PROTOCOL_CODE: dict[Protocol, int] = {Protocol.BLUEZONE: 1, Protocol.GAEN: 2}
 CODE_PROTOCOL: dict[int, Protocol] = {code: p for p, code in PROTOCOL_CODE.items()}
 _PLATFORMS = list(Platform)
-_NO_TX = -32768
 
 
 def _hkdf(key: bytes, info: bytes) -> bytes:
@@ -124,21 +124,21 @@ class MasterKeys:
 class DayKey:
     """The data key and blind-index key of one UTC day."""
 
-    __slots__ = ("_aead", "_index", "day")
+    __slots__ = ("_index", "aead", "day")
 
     def __init__(self, day: int, secret: bytes) -> None:
         self.day = day
-        self._aead = AESGCM(_hkdf(secret, b"bzlogger day data v1"))
+        self.aead = AESGCM(_hkdf(secret, b"bzlogger day data v1"))
         self._index = _hkdf(secret, b"bzlogger day index v1")
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """``nonce || ciphertext`` bound to ``aad``."""
-        return _seal(self._aead, plaintext, aad)
+        return _seal(self.aead, plaintext, aad)
 
     def open(self, blob: bytes, aad: bytes) -> bytes:
         """Open what :meth:`seal` sealed; raises StoreError when it does not verify."""
         try:
-            return self._aead.decrypt(blob[:NONCE_LENGTH], blob[NONCE_LENGTH:], aad)
+            return self.aead.decrypt(blob[:NONCE_LENGTH], blob[NONCE_LENGTH:], aad)
         except InvalidTag:
             raise StoreError(
                 f"a sealed record of day {self.day} does not verify: the store was "
@@ -234,44 +234,88 @@ def write_keyring(path: Path, keyring: Keyring, master: MasterKeys, store_id: by
         os.close(dir_fd)
 
 
-# Encounter record: version, identifier (padded to 16), first, last, samples, rssi_max,
-# median, mean, close_s, tx_power (or _NO_TX), platform, aem, has_aem; then the flags
-# as comma-separated UTF-8.
-_ENCOUNTER = struct.Struct("<B16sddIhdddhB4sB")
+# Encounter record: version, identifier (12 or 16 bytes, per protocol), first, last,
+# samples, rssi_max, median, mean, close_s, tx_power, has_tx_power, platform, aem,
+# has_aem; then the flags as comma-separated UTF-8 (usually none).
 _ENCOUNTER_VERSION = 1
-_flag_sets: dict[bytes, frozenset[str]] = {b"": frozenset()}
+_RECORDS: dict[int, struct.Struct] = {
+    code: struct.Struct(f"<B{IDENTIFIER_LENGTH[protocol]}sddIhdddh?B4s?")
+    for protocol, code in PROTOCOL_CODE.items()
+}
+_NO_FLAGS: frozenset[str] = frozenset()
+_flag_sets: dict[bytes, frozenset[str]] = {b"": _NO_FLAGS}
 
 
 def encounter_aad(protocol_code: int, day: int, row_key: bytes) -> bytes:
     """Associated data of an encounter blob: its table, protocol, day and row."""
-    return b"enc" + struct.pack("<Bi", protocol_code, day) + row_key
+    return _encounter_aad_prefix(protocol_code, day) + row_key
+
+
+def _encounter_aad_prefix(protocol_code: int, day: int) -> bytes:
+    return b"enc" + struct.pack("<Bi", protocol_code, day)
 
 
 def encode_encounter(e: Encounter) -> bytes:
     """The plaintext record of an encounter."""
-    return _ENCOUNTER.pack(
+    return _RECORDS[PROTOCOL_CODE[e.protocol]].pack(
         _ENCOUNTER_VERSION, e.identifier, e.first_seen, e.last_seen, e.samples, e.rssi_max,
-        e.rssi_median, e.rssi_mean, e.close_s,
-        _NO_TX if e.tx_power is None else e.tx_power, _PLATFORMS.index(e.platform),
-        e.aem or bytes(4), e.aem is not None,
+        e.rssi_median, e.rssi_mean, e.close_s, e.tx_power or 0, e.tx_power is not None,
+        _PLATFORMS.index(e.platform), e.aem or bytes(4), e.aem is not None,
     ) + ",".join(sorted(e.flags)).encode()
+
+
+def _flags(raw: bytes) -> frozenset[str]:
+    flags = _flag_sets.get(raw)
+    if flags is None:
+        flags = _flag_sets[raw] = frozenset(raw.decode().split(","))
+    return flags
+
+
+def open_encounters(key: DayKey, protocol_code: int,
+                    rows: Iterable[tuple[bytes, int, int, bytes]]) -> list[Encounter]:
+    """Open and decode ``(row key, protocol code, day, blob)`` rows, all of
+    ``protocol_code`` and of the key's day.
+
+    This is the hot path of bulk reads (matching decrypts the whole store), hence the
+    local names and the single try around the loop.
+    """
+    protocol = CODE_PROTOCOL[protocol_code]
+    record = _RECORDS[protocol_code]
+    unpack, size = record.unpack_from, record.size
+    decrypt = key.aead.decrypt
+    prefix = _encounter_aad_prefix(protocol_code, key.day)
+    platforms = _PLATFORMS
+    out: list[Encounter] = []
+    append = out.append
+    try:
+        for rk, _code, _day, blob in rows:
+            plain = decrypt(blob[:NONCE_LENGTH], blob[NONCE_LENGTH:], prefix + rk)
+            (version, ident, first, last, samples, rssi_max, median, mean, close, tx, has_tx,
+             platform, aem, has_aem) = unpack(plain)
+            if version != _ENCOUNTER_VERSION:
+                raise StoreError(f"unknown encounter record version {version}")
+            append(Encounter(
+                protocol, ident, first, last, samples, rssi_max, median, mean, close,
+                tx if has_tx else None, aem if has_aem else None, platforms[platform],
+                _NO_FLAGS if len(plain) == size else _flags(plain[size:]),
+            ))
+    except InvalidTag:
+        raise StoreError(f"a sealed encounter of day {key.day} does not verify: the store "
+                         "was tampered with or damaged") from None
+    return out
 
 
 def decode_encounter(protocol: Protocol, record: bytes) -> Encounter:
     """Rebuild an encounter from :func:`encode_encounter`'s output."""
-    (version, ident, first, last, samples, rssi_max, median, mean, close, tx, platform, aem,
-     has_aem) = _ENCOUNTER.unpack_from(record)
+    code = PROTOCOL_CODE[protocol]
+    layout = _RECORDS[code]
+    (version, ident, first, last, samples, rssi_max, median, mean, close, tx, has_tx, platform,
+     aem, has_aem) = layout.unpack_from(record)
     if version != _ENCOUNTER_VERSION:
         raise StoreError(f"unknown encounter record version {version}")
-    raw_flags = record[_ENCOUNTER.size:]
-    flags = _flag_sets.get(raw_flags)
-    if flags is None:
-        flags = _flag_sets[raw_flags] = frozenset(raw_flags.decode().split(","))
-    return Encounter(
-        protocol, ident[:IDENTIFIER_LENGTH[protocol]], first, last, samples, rssi_max, median,
-        mean, close, None if tx == _NO_TX else tx, aem if has_aem else None,
-        _PLATFORMS[platform], flags,
-    )
+    return Encounter(protocol, ident, first, last, samples, rssi_max, median, mean, close,
+                     tx if has_tx else None, aem if has_aem else None, _PLATFORMS[platform],
+                     _flags(record[layout.size:]))
 
 
 def own_keys_aad(day: int) -> bytes:

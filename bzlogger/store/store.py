@@ -16,6 +16,7 @@ creation of day keys; readers in other processes read concurrently (WAL).
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -34,7 +35,6 @@ from bzlogger.logsetup import get_logger
 from bzlogger.model import Encounter, Exposure, Protocol
 from bzlogger.store import crypto, schema
 from bzlogger.store.crypto import (
-    CODE_PROTOCOL,
     DAY_SECONDS,
     PROTOCOL_CODE,
     DayKey,
@@ -50,7 +50,9 @@ log = get_logger("store")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
 READ_CHUNK = 4096
+BULK_CHUNK = 50_000
 _IN_CHUNK = 500  # bound parameters per IN (...) query
+_FIRST_SEEN = operator.attrgetter("first_seen")
 
 
 def keyring_path(db_path: Path) -> Path:
@@ -210,21 +212,29 @@ class Store:
     async def encounters(self, since: float | None = None, until: float | None = None,
                          protocol: Protocol | None = None) -> list[Encounter]:
         """Encounters overlapping ``[since, until]`` (either open-ended), oldest first."""
-        sql, params = await self._range_query(since, until, protocol)
-        rows = await self._conn.execute_fetchall(sql, params)
-        found = [e for e in await self._decode_rows(rows) if _overlaps(e, since, until)]
-        found.sort(key=lambda e: e.first_seen)
+        found: list[Encounter] = []
+        async for chunk in self.iter_encounters(since, until, protocol, chunk=BULK_CHUNK):
+            found += chunk
+        found.sort(key=_FIRST_SEEN)
         return found
 
     async def iter_encounters(self, since: float | None = None, until: float | None = None,
                               protocol: Protocol | None = None, *, chunk: int = READ_CHUNK
                               ) -> AsyncIterator[list[Encounter]]:
         """Like :meth:`encounters`, in chunks (not sorted), for large reads: the event
-        loop runs between chunks."""
+        loop runs between chunks. SQLite fetches the next chunk (in aiosqlite's thread)
+        while this one is decrypted."""
         sql, params = await self._range_query(since, until, protocol)
+        bounded = since is not None or until is not None
         async with self._conn.execute(sql, params) as cursor:
-            while rows := await cursor.fetchmany(chunk):
-                yield [e for e in await self._decode_rows(rows) if _overlaps(e, since, until)]
+            pending = asyncio.ensure_future(cursor.fetchmany(chunk))
+            try:
+                while rows := await pending:
+                    pending = asyncio.ensure_future(cursor.fetchmany(chunk))
+                    found = await self._decode_rows(rows)
+                    yield [e for e in found if _overlaps(e, since, until)] if bounded else found
+            finally:
+                pending.cancel()
 
     async def find_encounters(self, protocol: Protocol, identifiers: Iterable[bytes],
                               since: float | None = None, until: float | None = None
@@ -234,7 +244,7 @@ class Store:
         wanted = set(identifiers)
         first = day_number(since) if since is not None else None
         last = day_number(until) if until is not None else None
-        await self._refresh_keyring()
+        self._refresh_keyring()
         found: list[Encounter] = []
         for day in sorted(self._keyring.secrets):
             if (first is not None and day < first) or (last is not None and day > last):
@@ -250,7 +260,7 @@ class Store:
                 rows = await self._conn.execute_fetchall(
                     sql, (day, PROTOCOL_CODE[protocol], *part))
                 found.extend(e for e in await self._decode_rows(rows) if e.identifier in wanted)
-        found.sort(key=lambda e: e.first_seen)
+        found.sort(key=_FIRST_SEEN)
         return found
 
     async def newest_time(self) -> float | None:
@@ -290,7 +300,7 @@ class Store:
             (first, last))
         out = []
         for day, blob in rows:
-            key = await self._day_key_for_read(day)
+            key = self._day_key_for_read(day)
             if key is not None:
                 out.append(crypto.decode_own_keys(key.open(blob, crypto.own_keys_aad(day))))
         return out
@@ -327,7 +337,7 @@ class Store:
         rows = await self._conn.execute_fetchall("SELECT rk, day, blob FROM exposures")
         out = []
         for rk, day, blob in rows:
-            key = await self._day_key_for_read(day)
+            key = self._day_key_for_read(day)
             if key is not None:
                 out.append(crypto.decode_exposure(key.open(blob, crypto.exposure_aad(day, rk))))
         out.sort(key=lambda x: x.first_seen)
@@ -383,7 +393,7 @@ class Store:
         size = _size(path) + wal + _size(self._keyring_path)
         bounds = await conn.execute_fetchall("SELECT min(day), max(day) FROM encounters")
         oldest, newest = next(iter(bounds))
-        await self._refresh_keyring()
+        self._refresh_keyring()
         return StoreStats(
             path=path, size_bytes=size, wal_bytes=wal,
             schema_version=await _scalar(conn, "PRAGMA user_version"),
@@ -436,34 +446,37 @@ class Store:
             keys[day] = key
         return keys
 
-    async def _day_key_for_read(self, day: int) -> DayKey | None:
+    def _day_key_for_read(self, day: int) -> DayKey | None:
         """The key of ``day``; None for a day older than every key (purged, possibly by
         another process right now). A missing key among kept days is damage."""
         key = self._keyring.get(day)
         if key is None:
-            await self._refresh_keyring()
+            self._refresh_keyring()
             key = self._keyring.get(day)
         if key is None and not (self._keyring.secrets and day < min(self._keyring.secrets)):
             raise StoreError(f"the keyring {self._keyring_path} has no key for day {day} that "
                              "still has data; restore the keyring from backup")
         return key
 
-    async def _refresh_keyring(self) -> None:
+    def _refresh_keyring(self) -> None:
         self._keyring = crypto.read_keyring(self._keyring_path, self._master, self._store_id)
 
     async def _decode_rows(self, rows: Iterable[Any]) -> list[Encounter]:
-        """Open and decode ``(rk, protocol, day, blob)`` rows."""
+        """Open and decode ``(rk, protocol, day, blob)`` rows (grouped by day and
+        protocol, so that each group is decrypted in one tight loop)."""
+        groups: dict[int, list[Any]] = {}
+        for row in rows:
+            group = groups.get(row[2] * 4 + row[1])
+            if group is None:
+                group = groups[row[2] * 4 + row[1]] = []
+            group.append(row)
         out: list[Encounter] = []
-        append = out.append
-        decode = crypto.decode_encounter
-        aad = crypto.encounter_aad
-        keys: dict[int, DayKey | None] = {}
-        for rk, code, day, blob in rows:
-            if day not in keys:
-                keys[day] = await self._day_key_for_read(day)
-            key = keys[day]
+        for group in groups.values():
+            _, code, day, _ = group[0]
+            key = self._day_key_for_read(day)
             if key is not None:
-                append(decode(CODE_PROTOCOL[code], key.open(blob, aad(code, day, rk))))
+                out += crypto.open_encounters(key, code, group)
+            await asyncio.sleep(0)  # let the daemon's other tasks run between groups
         return out
 
     async def _range_query(self, since: float | None, until: float | None,

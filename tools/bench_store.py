@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Benchmarks of the aggregation and the encrypted store; prints the figures.
+
+1. Sustained ingest: a busy entrance (many phones in range, each advertising several
+   times a second, people arriving and leaving) fed through the Aggregator, flushed
+   every simulated second into the Store, as the daemon does. Target >= 20,000
+   sightings/s.
+2. Fourteen days of a busy entrance (500,000 encounters): list one day's encounters
+   (target < 0.5 s) and open the store and decrypt everything, as matching does
+   (target < 3 s).
+
+Usage: .venv/bin/python tools/bench_store.py [--encounters 500000] [--days 14]
+       [--sightings 400000] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bzlogger.config import EncounterSettings, StoreSettings
+from bzlogger.core.aggregation import Aggregator
+from bzlogger.model import Encounter, Platform, Protocol, Sighting
+from bzlogger.store import Store
+from bzlogger.store.keys import create_key_file
+
+DAY0 = 1_796_083_200.0  # 2026-12-01T00:00:00Z
+
+
+def entrance_sightings(count: int, rng: random.Random) -> list[Sighting]:
+    """``count`` sightings of phones walking past: about 3,000 phones in range at once,
+    each staying 1-10 minutes and seen about 7 times a second (20,000 sightings per
+    simulated second), half Bluezone, half GAEN."""
+    per_second = 20_000
+    present: list[tuple[Protocol, bytes, float, int]] = []  # protocol, id, leaves at, rssi
+    out: list[Sighting] = []
+    t = DAY0 + 8 * 3600.0
+    while len(out) < count:
+        present = [p for p in present if p[2] > t]
+        while len(present) < 3000:
+            protocol = Protocol.BLUEZONE if rng.random() < 0.5 else Protocol.GAEN
+            ident = rng.randbytes(12 if protocol is Protocol.BLUEZONE else 16)
+            present.append((protocol, ident, t + rng.uniform(60, 600), rng.randint(-95, -45)))
+        for i in range(per_second):
+            protocol, ident, _, rssi = present[rng.randrange(len(present))]
+            out.append(Sighting(protocol, ident, rssi + rng.randint(-6, 6),
+                                t + i / per_second,
+                                aem=b"\x00\x01\x02\x03" if protocol is Protocol.GAEN else None))
+        t += 1.0
+    return out[:count]
+
+
+async def bench_ingest(base: Path, count: int) -> float:
+    """Sightings per second through Aggregator and Store (wall time)."""
+    rng = random.Random(1)
+    print(f"generating {count:,} sightings ...", flush=True)
+    sightings = entrance_sightings(count, rng)
+    settings = _settings(base / "ingest")
+    aggregator = Aggregator(EncounterSettings())
+    store = await Store.open(settings, create=True)
+    written = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    next_flush = sightings[0].time + 1.0
+    for s in sightings:
+        if s.time >= next_flush:
+            batch = aggregator.flush(s.time)
+            await store.add_encounters(batch)
+            written += len(batch)
+            next_flush += 1.0
+        aggregator.add(s)
+    batch = aggregator.flush(sightings[-1].time, close_all=True)
+    await store.add_encounters(batch)
+    written += len(batch)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    await store.close()
+    rate = count / wall
+    print(f"ingest: {count:,} sightings in {wall:.2f} s wall ({cpu:.2f} s CPU, all threads) "
+          f"= {rate:,.0f} sightings/s; {written:,} encounter rows written "
+          f"(upserts, one transaction per simulated second); "
+          f"dropped weak {aggregator.counters.dropped_weak:,}")
+    return rate
+
+
+async def build_fortnight(settings: StoreSettings, count: int, days: int) -> None:
+    """``count`` encounters spread over ``days`` days, written in 1-second-like batches."""
+    rng = random.Random(2)
+    store = await Store.open(settings, create=True)
+    per_day = count // days
+    batch: list[Encounter] = []
+    for day in range(days):
+        for i in range(per_day):
+            first = DAY0 + day * 86_400 + 6 * 3600 + i * (14 * 3600 / per_day)
+            protocol = Protocol.BLUEZONE if i % 2 else Protocol.GAEN
+            duration = rng.uniform(5, 900)
+            batch.append(Encounter(
+                protocol, rng.randbytes(12 if protocol is Protocol.BLUEZONE else 16), first,
+                first + duration, rng.randint(1, 3000), rng.randint(-80, -40),
+                rng.uniform(-85, -50), rng.uniform(-85, -50), duration / 3, None,
+                rng.randbytes(4) if protocol is Protocol.GAEN else None, Platform.ANDROID))
+            if len(batch) >= 2000:
+                await store.add_encounters(batch)
+                batch = []
+    await store.add_encounters(batch)
+    await store.close()
+
+
+async def bench_fortnight(base: Path, count: int, days: int) -> tuple[float, float]:
+    """Seconds to list one day, and to open and decrypt the whole store."""
+    settings = _settings(base / "fortnight")
+    t0 = time.perf_counter()
+    await build_fortnight(settings, count, days)
+    size = sum(p.stat().st_size for p in settings.path.parent.iterdir())
+    print(f"built {count:,} encounters over {days} days in {time.perf_counter() - t0:.1f} s; "
+          f"files {size / 1e6:.1f} MB")
+    middle = DAY0 + (days // 2) * 86_400
+    t0 = time.perf_counter()
+    async with await Store.open(settings) as store:
+        day = await store.encounters(middle, middle + 86_399)
+    one_day = time.perf_counter() - t0
+    print(f"list one day: {len(day):,} encounters in {one_day:.3f} s (open included)")
+    t0 = time.perf_counter()
+    async with await Store.open(settings) as store:
+        everything = await store.encounters()
+    full = time.perf_counter() - t0
+    print(f"open + decrypt all: {len(everything):,} encounters in {full:.3f} s")
+    t0 = time.perf_counter()
+    total = 0
+    async with await Store.open(settings) as store:
+        async for chunk in store.iter_encounters():
+            total += len(chunk)
+    print(f"open + decrypt all, chunked iterator: {total:,} in {time.perf_counter() - t0:.3f} s")
+    return one_day, full
+
+
+def _settings(directory: Path) -> StoreSettings:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "store.key"
+    create_key_file(key)
+    return StoreSettings(path=directory / "bzlogger.db", key_file=key, retention_days=21)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sightings", type=int, default=400_000)
+    parser.add_argument("--encounters", type=int, default=500_000)
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--dir", type=Path, help="where to put the stores (default: a temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        base = Path(tmp)
+        rate = await bench_ingest(base, args.sightings)
+        one_day, full = await bench_fortnight(base, args.encounters, args.days)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:.0f} MB")
+    ok = rate >= 20_000 and one_day < 0.5 and full < 3.0
+    print("targets (>= 20,000 sightings/s, one day < 0.5 s, all < 3 s):",
+          "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
