@@ -60,6 +60,7 @@ def _register() -> None:
     cli.add_command(report_cmd.door)
     from bzlogger.cli import daemon_cmd
 
+    cli.add_command(daemon_cmd.run)
     cli.add_command(daemon_cmd.status)
     from bzlogger.cli import sim_cmd
 

@@ -38,3 +38,23 @@ def status(ctx: CliContext, as_json: bool) -> None:
     if found:
         click.echo(f"bzlogger: error: {found[0]}", err=True)
         sys.exit(1)
+
+
+@click.command("run")
+@pass_context
+def run(ctx: CliContext) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT.
+
+    It scans and advertises through BlueZ on the D-Bus system bus
+    ($DBUS_SYSTEM_BUS_ADDRESS is honoured), logs encounters into the store, and writes
+    its state for 'bzlogger status'. Under systemd (Type=notify) it reports readiness,
+    status lines and watchdog pings. SIGHUP reloads the config where safe. On SIGTERM it
+    withdraws its advertisements, stores everything it has seen and exits 0 within 5 s.
+    """
+    import asyncio
+
+    from bzlogger.daemon.app import run_daemon
+
+    settings = ctx.settings()
+    clock = ctx.clock()
+    sys.exit(asyncio.run(run_daemon(settings, clock)))
