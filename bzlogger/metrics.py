@@ -17,12 +17,14 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bzlogger.model import Protocol
+from bzlogger.timefmt import parse_iso
 
 #: Clock states always exported (1 for the current one, 0 for the others), so that an
 #: alert can test ``bzlogger_clock_state{state="ok"} == 0``.
@@ -53,6 +55,39 @@ class MetricsSnapshot:
     last_advertisement_at: float | None = None
     store_bytes: int = 0
     clock_state: str = "ok"
+
+
+def snapshot_from_daemon(state: Mapping[str, Any], scanner_counters: Mapping[str, int],
+                         matches: int = 0) -> MetricsSnapshot:
+    """Build the snapshot from what the daemon already has: its state-file document
+    (``Daemon.snapshot()``: times, advertising, encounters, store, clock) and the
+    scanner's counters (``BleScanner.stats()``: ``seen.<kind>``, ``noise``,
+    ``malformed.<reason>``, ``recovery.<action>``)."""
+    now = parse_iso(state["now"])
+    scanning = state.get("scanning", {})
+    age = scanning.get("last_seen_age_s")
+    advertising = state.get("advertising", {})
+    active = bool(advertising.get("active"))
+    store_bytes = state.get("store", {}).get("size_bytes")
+    counters = scanner_counters
+    return MetricsSnapshot(
+        now=now,
+        started_at=parse_iso(state["started_at"]),
+        advertisements={
+            "bluezone": counters.get("seen.bluezone_android", 0)
+            + counters.get("seen.bluezone_ios", 0),
+            "gaen": counters.get("seen.gaen", 0)},
+        noise=counters.get("noise", 0),
+        malformed={k.split(".", 1)[1]: v for k, v in counters.items()
+                   if k.startswith("malformed.")},
+        encounters=int(state.get("encounters", {}).get("closed_since_start") or 0),
+        matches=matches,
+        scanner_restarts=sum(v for k, v in counters.items() if k.startswith("recovery.")),
+        advertising={p: active for p in advertising.get("protocols", [])},
+        last_advertisement_at=None if age is None else now - float(age),
+        store_bytes=int(store_bytes or 0),
+        clock_state=str(state.get("clock", {}).get("state", "ok")),
+    )
 
 
 def seconds_since_last_advertisement(snapshot: MetricsSnapshot) -> float:

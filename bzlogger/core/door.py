@@ -71,20 +71,25 @@ class DoorDetector:
         if self.hold_s < 0 or self.release_s <= 0:
             raise ValueError("hold_s must be >= 0 and release_s > 0")
 
-    def observe(self, sighting: Sighting) -> None:
-        """Account for one received advertisement."""
+    def observe(self, sighting: Sighting) -> bool:
+        """Account for one received advertisement; True when it puts a phone in the zone
+        (the moment to update the display without waiting for the next tick)."""
         self._roll_day(sighting.time)
         if sighting.rssi + self.rssi_offset < self.rssi_threshold:
-            return
+            return False
         key = (sighting.protocol, sighting.identifier)
         run = self._runs.get(key)
+        was_in = False
         if run is None or sighting.time - run.last_strong > self.release_s:
             run = _Run(sighting.protocol, sighting.time, sighting.time)
             self._runs[key] = run
         else:
+            was_in = run.last_strong - run.started >= self.hold_s
             run.last_strong = max(run.last_strong, sighting.time)
-        if run.last_strong - run.started >= self.hold_s:
+        now_in = run.last_strong - run.started >= self.hold_s
+        if now_in:
             self._counted.add(key)
+        return now_in and not was_in
 
     def state(self, now: float) -> DoorState:
         """The display state at ``now``; also forgets runs that have ended."""

@@ -78,8 +78,9 @@ def test_count_today_counts_distinct_phones_and_resets_at_local_midnight() -> No
 
 def test_two_phones_and_protocols() -> None:
     d = DoorDetector(rssi_threshold=-60, hold_s=0.0)
-    d.observe(Sighting(Protocol.GAEN, RPI, -40, T0))
-    d.observe(Sighting(Protocol.BLUEZONE, PHONE_A, -40, T0))
+    assert d.observe(Sighting(Protocol.GAEN, RPI, -40, T0))
+    assert d.observe(Sighting(Protocol.BLUEZONE, PHONE_A, -40, T0))
+    assert not d.observe(Sighting(Protocol.BLUEZONE, PHONE_A, -40, T0 + 0.1))
     state = d.state(T0 + 0.1)
     assert state.phones == 2 and state.protocols == ("bluezone", "gaen")
 

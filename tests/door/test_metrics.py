@@ -75,3 +75,34 @@ def test_rewrites_replace_the_file(tmp_path: Path) -> None:
 def test_the_textfile_collector_needs_a_prom_suffix(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.prom"):
         write_metrics(tmp_path / "bzlogger.txt", SNAPSHOT)
+
+
+def test_snapshot_from_the_daemon_state_and_scanner_counters(tmp_path: Path) -> None:
+    from bzlogger.metrics import snapshot_from_daemon
+
+    state = {
+        "now": "2026-12-07T08:00:00Z", "started_at": "2026-12-07T07:00:00Z",
+        "scanning": {"last_seen_age_s": 3, "adverts": 9000},
+        "advertising": {"protocols": ["bluezone"], "active": True},
+        "encounters": {"closed_since_start": 41, "today": 57},
+        "store": {"size_bytes": 4096},
+        "clock": {"state": "ok"},
+    }
+    counters = {"adverts": 9000, "seen.bluezone_android": 700, "seen.bluezone_ios": 50,
+                "seen.gaen": 120, "noise": 8000, "malformed.gaen_length": 2,
+                "recovery.restart_scan": 1, "recovery.power_cycle": 1, "sightings.gaen": 120}
+    snapshot = snapshot_from_daemon(state, counters, matches=1)
+    path = tmp_path / "bzlogger.prom"
+    write_metrics(path, snapshot)
+    got = scrape(path)
+    assert got[("bzlogger_advertisements_total", (("protocol", "bluezone"),))] == 750
+    assert got[("bzlogger_advertisements_total", (("protocol", "gaen"),))] == 120
+    assert got[("bzlogger_noise_advertisements_total", ())] == 8000
+    assert got[("bzlogger_malformed_advertisements_total", (("reason", "gaen_length"),))] == 2
+    assert got[("bzlogger_scanner_restarts_total", ())] == 2
+    assert got[("bzlogger_encounters_total", ())] == 41
+    assert got[("bzlogger_matches_total", ())] == 1
+    assert got[("bzlogger_advertising", (("protocol", "bluezone"),))] == 1
+    assert got[("bzlogger_advertising", (("protocol", "gaen"),))] == 0
+    assert got[("bzlogger_seconds_since_last_advertisement", ())] == 3
+    assert got[("bzlogger_store_size_bytes", ())] == 4096
