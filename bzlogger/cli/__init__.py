@@ -70,6 +70,10 @@ def _register() -> None:
     cli.add_command(match_cmd.match)
     cli.add_command(match_cmd.keys)
     cli.add_command(match_cmd.lists_group)
+    from bzlogger.cli import store_cmd
+
+    cli.add_command(store_cmd.init)
+    cli.add_command(store_cmd.encounters)
 
 
 _register()
