@@ -28,7 +28,6 @@ risk with :mod:`bzlogger.core.risk`).
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
@@ -59,9 +58,15 @@ _RPIK_INFO = b"EN-RPIK\x01"  # HKDF-Expand of one block: HMAC(PRK, info || 0x01)
 # HKDF-Extract with salt None is HMAC(32 zero bytes, TEK): hash the fixed key pads once.
 _EXTRACT_INNER = hashlib.sha256(bytes([0x36] * 64))
 _EXTRACT_OUTER = hashlib.sha256(bytes([0x5C] * 64))
+# HMAC pads for a 32-byte key: XOR tables for the key bytes, and the padding's rest.
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_IPAD_TAIL = bytes([0x36] * 32)
+_OPAD_TAIL = bytes([0x5C] * 32)
 _BLUEZONE_ID_MASK = np.uint64(0x00FF00FF00FF00FF)
 #: Keys looked up together: the chunk's RPIs or sub-keys (~1.5 MB) stay in the CPU caches.
 _BATCH = 512
+_UNKNOWN = b"?"  # a cache miss (None is a cached "cannot match")
 
 
 def _public_encryptor(algorithm: algorithms.AES, mode: modes.ECB) -> CipherContext:
@@ -124,13 +129,18 @@ class Hit:
 
 
 def rpi_key(tek: bytes) -> bytes:
-    """``HKDF(TEK, None, "EN-RPIK", 16)`` with plain HMACs (same value as
-    :func:`bzlogger.ids.gaen.rpik`, a few times faster)."""
+    """``HKDF(TEK, None, "EN-RPIK", 16)`` with plain SHA-256 calls (same value as
+    :func:`bzlogger.ids.gaen.rpik`, a few times faster): Extract is HMAC(32 zero bytes,
+    TEK) from the precomputed pads; Expand of one block is HMAC(PRK, info || 0x01), with
+    the 32-byte PRK XORed into its pads by ``bytes.translate``."""
     inner = _EXTRACT_INNER.copy()
     inner.update(tek)
     outer = _EXTRACT_OUTER.copy()
     outer.update(inner.digest())
-    return hmac.digest(outer.digest(), _RPIK_INFO, "sha256")[:16]
+    prk = outer.digest()
+    digest = hashlib.sha256
+    expand_inner = digest(prk.translate(_IPAD) + _IPAD_TAIL + _RPIK_INFO).digest()
+    return digest(prk.translate(_OPAD) + _OPAD_TAIL + expand_inner).digest()[:16]
 
 
 def _padded_buffer(first_interval: int, count: int) -> bytes:
@@ -211,9 +221,8 @@ class GaenMatcher:
         ids = b"".join(e.identifier for e in self.index.encounters)
         if ids:
             self.index.mark(_hash_words(np.frombuffer(ids, dtype="<u8")[::2]))
-        # (first interval, count) -> the plaintext buffer, or None when no stored
-        # sighting is near enough in time for any of these intervals to match.
-        self._buffers: dict[tuple[int, int], bytes | None] = {}
+        # first interval * 256 + count -> see _buffer (an int key hashes fastest).
+        self._buffers: dict[int, bytes | None] = {}
 
     @property
     def encounters(self) -> list[Encounter]:
@@ -221,14 +230,16 @@ class GaenMatcher:
         return self.index.encounters
 
     def _buffer(self, first_interval: int, count: int) -> bytes | None:
-        key = (first_interval, count)
-        if key not in self._buffers:
-            first = gaen.interval_start(first_interval)
-            last = gaen.interval_start(first_interval + count)
-            plausible = any(day in self.index.active_days
-                            for day in _days_touched(first, last, self.index.tolerance))
-            self._buffers[key] = _padded_buffer(first_interval, count) if plausible else None
-        return self._buffers[key]
+        """The plaintext of ``count`` intervals from ``first_interval`` (cached under
+        ``first_interval * 256 + count``), None when no stored sighting is near enough in
+        time for any of them to match."""
+        first = gaen.interval_start(first_interval)
+        last = gaen.interval_start(first_interval + count)
+        plausible = any(day in self.index.active_days
+                        for day in _days_touched(first, last, self.index.tolerance))
+        buffer = _padded_buffer(first_interval, count) if plausible else None
+        self._buffers[first_interval * 256 + count] = buffer
+        return buffer
 
     def match(self, keys: Sequence[TekLike]) -> list[Hit]:
         """Hits of ``keys`` (numbered by their position in ``keys``)."""
@@ -240,35 +251,37 @@ class GaenMatcher:
         return hits
 
     def _match_batch(self, keys: Sequence[TekLike], numbered_from: int) -> list[Hit]:
-        aes, ecb, encryptor, buffer_of = algorithms.AES, _ECB, _encryptor, self._buffer
+        # The per-key loop is the hot path: locals only, one append per array.
+        aes, ecb, encryptor, derive = algorithms.AES, _ECB, _encryptor, rpi_key
+        buffers = self._buffers
         parts: list[bytes] = []
-        segments: list[tuple[int, int]] = []  # (key number, first interval) per key used
-        lengths: list[int] = []
-        for number, key in enumerate(keys):
+        used: list[tuple[int, int, int]] = []  # (key number, first interval, intervals)
+        for number, key in enumerate(keys, numbered_from):
             start, period = key.rolling_start, key.rolling_period
-            buffer = buffer_of(start, period)
+            buffer = buffers.get(start * 256 + period, _UNKNOWN)
+            if buffer is _UNKNOWN:
+                buffer = self._buffer(start, period)
             if buffer is None:
                 continue
-            parts.append(encryptor(aes(rpi_key(key.key_data)), ecb).update(buffer))
-            segments.append((numbered_from + number, start))
-            lengths.append(period)
+            parts.append(encryptor(aes(derive(key.key_data)), ecb).update(buffer))
+            used.append((number, start, period))
         if not parts:
             return []
         rpis = b"".join(parts)
         found = self.index.candidates(_hash_words(np.frombuffer(rpis, dtype="<u8")[::2]))
         if not found.size:
             return []
-        ends = np.cumsum(lengths)
+        ends = np.cumsum([period for _, _, period in used])
         owners = np.searchsorted(ends, found, side="right")
         hits: list[Hit] = []
         for position, owner in zip(found.tolist(), owners.tolist(), strict=True):
-            number, first = segments[owner]
-            offset = position - (int(ends[owner]) - lengths[owner])
-            interval = first + offset
+            number, first, period = used[owner]
+            interval = first + position - (int(ends[owner]) - period)
             identifier = rpis[position * gaen.RPI_LENGTH:(position + 1) * gaen.RPI_LENGTH]
             start = gaen.interval_start(interval)
-            for encounter in self.index.confirm(identifier, start, start + gaen.INTERVAL_SECONDS):
-                hits.append(Hit(number, encounter, start, start + gaen.INTERVAL_SECONDS))
+            end = start + gaen.INTERVAL_SECONDS
+            hits += [Hit(number, encounter, start, end)
+                     for encounter in self.index.confirm(identifier, start, end)]
         return hits
 
 
