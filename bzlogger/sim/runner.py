@@ -63,6 +63,8 @@ class SimulatedBluez:
         self._truth = GroundTruth(scenario.name, scenario.seed, scenario.start, scenario.end)
         self.faults = Faults(self.bluez, self.add_visitor, self._truth.faults)
         self.report_tick = report_tick
+        # Every adapter hears every device (they sit side by side in the kiosk).
+        self._adapter_names = [config.name for config in adapters]
         self._given_bus = bus_address
         self._private: PrivateBus | None = None
         self.bus_address = bus_address or ""
@@ -212,8 +214,9 @@ class SimulatedBluez:
                 emission = visitor.emission(now)
                 rssi = radio.rssi(visitor.tx_power_1m, distance, extra, self._rng)
                 gatt = self._gatt_of(visitor) if emission.content.connectable else None
-                self.bluez.report(Report(emission.address, rssi, emission.content, visitor.id,
-                                         gatt=gatt))
+                report = Report(emission.address, rssi, emission.content, visitor.id, gatt=gatt)
+                for adapter in self._adapter_names:
+                    self.bluez.report(report, adapter)
             protocol = visitor.kind.protocol
             if protocol is not None:
                 for record in adverts:

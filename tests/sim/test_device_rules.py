@@ -141,3 +141,25 @@ def test_clock_variable_matches_the_cli() -> None:
     from bzlogger.sim.runner import CLOCK_ENV
 
     assert CLOCK_ENV == CLI_CLOCK_ENV
+
+
+async def test_second_adapter(sim_factory: SimFactory) -> None:
+    from bzlogger.sim.bluez import AdapterConfig
+
+    await sim_factory("""
+[scenario]
+seed = 4
+start = "2020-08-17T08:00:00Z"
+[[visitors]]
+name = "a"
+kind = "bluezone-android"
+profile = "stationary"
+distance = 1.0
+""", adapters=(AdapterConfig(), AdapterConfig("hci1", "00:1A:7D:DA:71:13", 4)))
+    found: dict[str, set[str]] = {}
+    for adapter in ("hci0", "hci1"):
+        async with BleakScanner(lambda d, a: None, bluez={"adapter": adapter}) as scanner:
+            await asyncio.sleep(0.4)
+            found[adapter] = {d.details["path"] for d in scanner.discovered_devices}
+    assert len(found["hci0"]) == 1 and len(found["hci1"]) == 1
+    assert next(iter(found["hci1"])).startswith("/org/bluez/hci1/dev_")

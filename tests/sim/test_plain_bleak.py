@@ -4,7 +4,10 @@ through the simulator with the right data."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,3 +102,44 @@ async def test_plain_bleak_sees_scenario_devices_with_right_data(sim_factory: Si
 
     street = [r["rssi"] for r in rows if r["address"] == truth.visitor("street").ids[0].address]
     assert all(rssi < -90 for rssi in street)
+
+
+async def test_plain_bleak_change_semantics(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(NEARBY, speed=1.0)
+    # One after the other: bluetoothd merges the filters of concurrent clients, and its
+    # signals reach every listener.
+    quiet = await _scan(sim.child_env(), 1.5, {"DuplicateData": False})
+    chatty = await _scan(sim.child_env(), 1.5, {"RSSI": -127, "DuplicateData": True})
+    address = sim.truth().visitor("android").ids[0].address
+    quiet_rssi = [r["rssi"] for r in quiet if r["address"] == address]
+    chatty_rssi = [r["rssi"] for r in chatty if r["address"] == address]
+    # Android advertises every 100 ms: with DuplicateData every report is a signal;
+    # without it only the first sighting and RSSI jumps of 8 dB or more are.
+    assert len(chatty_rssi) > 8
+    assert len(quiet_rssi) < len(chatty_rssi) / 2
+    for before, after in itertools.pairwise(quiet_rssi):
+        assert abs(after - before) >= 8
+
+
+async def test_sim_run_command_end_to_end(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(NEARBY.replace('duration = "2h"', 'duration = "40s"'))
+    truth_file = tmp_path / "truth.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bzlogger", "sim", "run", "--scenario", str(scenario),
+        "--speed", "10", "--truth", str(truth_file),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    env = dict(os.environ)
+    for _ in range(2):
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        name, _, value = line.removeprefix("export ").strip().partition("=")
+        env[name] = shlex.split(value)[0]
+    assert set(env) >= {"DBUS_SYSTEM_BUS_ADDRESS", "BZLOGGER_CLOCK"}
+    rows = await _scan(env, 1.0, {})
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    truth = json.loads(truth_file.read_text())
+    addresses = {span["address"] for v in truth["visitors"] for span in v["ids"]}
+    assert {row["address"] for row in rows} & addresses
+    assert "done at" in err.decode()
