@@ -1,24 +1,35 @@
 """End to end in a real headless browser: Debian's Chromium driven by Playwright.
 
 The door service runs as ``bzlogger door serve`` in its own process, exactly as on the
-kiosk; the test plays the daemon by writing the live state file.
+kiosk. The first tests play the daemon by writing the live state file; the last one runs
+the real daemon against the simulated BlueZ with a simulated phone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from bzlogger import config
 from bzlogger.core.door import DoorState
-from bzlogger.door.live import write_door_state
+from bzlogger.daemon.app import Daemon
+from bzlogger.door.consumer import DoorDisplay
+from bzlogger.door.live import read_door_state, write_door_state
+from bzlogger.sim.scenario import parse_scenario
+from bzlogger.store import Store
+from bzlogger.store.keys import create_key_file
+from bzlogger.timefmt import iso
+from tests.conftest import SimFactory
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -31,9 +42,9 @@ def door_state(present: bool, count: int) -> DoorState:
                      "2026-12-07", time.time())
 
 
-@pytest.fixture
-async def door_url(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
-    state_file = tmp_path / "door.json"
+@contextlib.asynccontextmanager
+async def door_service(state_file: Path, tmp_path: Path) -> AsyncIterator[str]:
+    """``bzlogger door serve`` in its own process on a free loopback port; its URL."""
     env = dict(os.environ, BZLOGGER_CONFIG=str(tmp_path / "none.toml"))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bzlogger", "door", "serve", "--listen", "127.0.0.1:0",
@@ -46,10 +57,17 @@ async def door_url(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
             assert line, "the door service exited before listening"
             if line.startswith(b"door display on "):
                 url = line.decode().split()[-1]
-        yield url, state_file
+        yield url
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+
+
+@pytest.fixture
+async def door_url(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    state_file = tmp_path / "door.json"
+    async with door_service(state_file, tmp_path) as url:
+        yield url, state_file
 
 
 @pytest.fixture
@@ -104,3 +122,54 @@ async def test_page_says_when_the_scanner_stops(
     await page.goto(url)
     await shows(page, "stale", 5000)
     assert "Scanner not running" in await page.inner_text("main")
+
+
+async def test_a_simulated_phone_through_the_whole_path(
+        sim_factory: SimFactory, browser: Browser, tmp_path: Path) -> None:
+    """Simulated BlueZ -> bleak scanner -> daemon pipeline -> DoorDisplay -> state file ->
+    door service -> Chromium: a phone stepping into the door zone, then leaving."""
+    sim = await sim_factory({"scenario": {"start": iso(time.time()), "duration": "1h"}})
+    settings = config.parse({
+        "store": {"path": "store.db", "key_file": "store.key"},
+        "ble": {"advertise": []},
+        "daemon": {"state_file": "run/state.json"},
+        "door": {"state_file": "run/door.json", "hold_s": 1.0, "release_s": 1.5,
+                 "rssi_threshold": -60},
+    }, base=tmp_path)
+    create_key_file(settings.store.key_file)
+    await (await Store.open(settings.store, create=True)).close()
+    daemon = Daemon(settings, sim.clock,
+                    consumers=[DoorDisplay.from_settings(settings, tz=UTC)])
+    running = asyncio.create_task(daemon.run())
+    state_file = settings.door.state_file
+    try:
+        async with door_service(state_file, tmp_path) as url:
+            page = await browser.new_page()
+            await page.goto(url)
+            await shows(page, "absent", 15_000)  # the daemon is up and scanning
+            # A Bluezone Android phone stands 0.5 m from the kiosk for 6 s.
+            phone = parse_scenario({
+                "scenario": {"start": iso(sim.clock.now()), "seed": 11},
+                "visitors": [{"name": "at-door", "kind": "bluezone-android",
+                              "profile": "stationary", "distance": 0.5, "stay": "6s"}],
+            }).visitors[0]
+            arrived = time.monotonic()
+            sim.add_visitor(phone)
+
+            def file_present() -> bool:
+                live = read_door_state(state_file, time.time())
+                return live is not None and live.state.present
+
+            while not file_present():
+                assert time.monotonic() - arrived < 5, "the daemon never saw the phone"
+                await asyncio.sleep(0.02)
+            detected = time.monotonic()
+            await shows(page, "present", 1000)  # the page follows within a second
+            assert time.monotonic() - detected < 1.0
+            assert detected - arrived < 1.0 + 2.0  # hold_s plus scanning latency
+            assert await page.inner_text("#today") == "1"
+            await shows(page, "absent", 6000 + 4000)  # gone after its 6 s stay
+            assert await page.inner_text("#today") == "1"
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(running, timeout=10) == 0
