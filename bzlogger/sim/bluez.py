@@ -216,6 +216,10 @@ class FakeBluez:
         self.advert_log: list[AdvertRecord] = []
         #: Called with (owner) when a device's GATT fault says the phone walks away.
         self.on_walk_away: Callable[[str], None] | None = None
+        #: Observers of every report delivered to a discovery session (after the
+        #: sensitivity, silence and filter checks), with the adapter name: the ground truth
+        #: of an RSSI series, whether or not bluetoothd signalled it.
+        self.report_listeners: list[Callable[[Report, str], None]] = []
         self._address_rng = hashlib.sha256(f"sim-adverts-{seed}".encode()).digest()
         self._address_counter = itertools.count()
         self._bus: MessageBus | None = None
@@ -306,6 +310,8 @@ class FakeBluez:
         merged = self._merged_filter(adapter)
         if not self._passes(merged, report):
             return
+        for listener in self.report_listeners:
+            listener(report, adapter_name)
         every_rssi = merged.rssi is not None or merged.pathloss is not None
         device = adapter.devices.get(report.address)
         if device is None:

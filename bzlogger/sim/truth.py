@@ -60,6 +60,8 @@ class VisitorTruth:
     ids: list[IdSpan]
     near_spans: list[tuple[float, float]]
     keys: dict[str, Any]
+    track: list[tuple[float, float]] = field(default_factory=list)
+    extra_loss_db: float = 0.0
     connect_attempts: int = 0
     connections: int = 0
     reads: int = 0
@@ -169,4 +171,8 @@ def _visitor_truth(visitor: Visitor, until: float, attempts: int, connections: i
         id=visitor.id, kind=visitor.kind.value, platform=visitor.kind.platform.value,
         arrival=visitor.arrival, departure=end, positive=visitor.positive,
         ios_background=visitor.ios_background, ids=ids, near_spans=visitor.near_spans(),
-        keys=keys, connect_attempts=attempts, connections=connections, reads=reads)
+        keys=keys, connect_attempts=attempts, connections=connections, reads=reads,
+        track=[(visitor.arrival + offset, distance)
+               for offset, distance in visitor.path.waypoints
+               if visitor.arrival + offset <= end],
+        extra_loss_db=visitor.path.extra_loss_db)

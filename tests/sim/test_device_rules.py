@@ -163,3 +163,14 @@ distance = 1.0
             found[adapter] = {d.details["path"] for d in scanner.discovered_devices}
     assert len(found["hci0"]) == 1 and len(found["hci1"]) == 1
     assert next(iter(found["hci1"])).startswith("/org/bluez/hci1/dev_")
+
+
+async def test_report_listeners_see_delivered_reports(simulated_bluez: SimulatedBluez) -> None:
+    delivered: list[tuple[int, str]] = []
+    simulated_bluez.bluez.report_listeners.append(lambda r, a: delivered.append((r.rssi, a)))
+    simulated_bluez.bluez.report(Report(ADDRESS, -60, _content(ID_A), "v1"))  # nobody scans
+    async with BleakScanner(lambda d, a: None, bluez={"filters": {"RSSI": -80}}):
+        await asyncio.sleep(0.1)
+        for rssi in (-61, -62, -90):  # -90 is below the RSSI filter
+            simulated_bluez.bluez.report(Report(ADDRESS, rssi, _content(ID_A), "v1"))
+    assert delivered == [(-61, "hci0"), (-62, "hci0")]
