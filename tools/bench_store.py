@@ -107,6 +107,8 @@ async def build_fortnight(settings: StoreSettings, count: int, days: int) -> Non
                 await store.add_encounters(batch)
                 batch = []
     await store.add_encounters(batch)
+    # The daemon's hourly housekeeping (purge) compacts finished encounters into segments.
+    await store.compact(DAY0 + days * 86_400)
     await store.close()
 
 

@@ -305,6 +305,60 @@ def open_encounters(key: DayKey, protocol_code: int,
     return out
 
 
+def segment_aad(protocol_code: int, day: int, segment_key: bytes) -> bytes:
+    """Associated data of a segment blob: its table, protocol, day and segment key."""
+    return b"seg" + struct.pack("<Bi", protocol_code, day) + segment_key
+
+
+_SEGMENT_ENTRY = struct.Struct("<16sH")  # row key, record length
+
+
+def pack_segment(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The plaintext of a segment: ``(row key, encounter record)`` entries."""
+    return b"".join(_SEGMENT_ENTRY.pack(rk, len(record)) + record for rk, record in entries)
+
+
+def segment_entries(plaintext: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(row key, encounter record)`` entries of a segment's plaintext."""
+    out = []
+    offset, end = 0, len(plaintext)
+    while offset < end:
+        rk, length = _SEGMENT_ENTRY.unpack_from(plaintext, offset)
+        start = offset + _SEGMENT_ENTRY.size
+        out.append((rk, plaintext[start:start + length]))
+        offset = start + length
+    return out
+
+
+def open_segment(key: DayKey, protocol_code: int, segment_key: bytes, blob: bytes
+                 ) -> list[Encounter]:
+    """Open a segment (many finished encounters of one day and protocol, sealed together)
+    and decode its encounters. The bulk-read hot path, like :func:`open_encounters`."""
+    plain = key.open(blob, segment_aad(protocol_code, key.day, segment_key))
+    protocol = CODE_PROTOCOL[protocol_code]
+    record = _RECORDS[protocol_code]
+    unpack, size = record.unpack_from, record.size
+    entry = _SEGMENT_ENTRY.size
+    platforms = _PLATFORMS
+    out: list[Encounter] = []
+    append = out.append
+    offset, end = 0, len(plain)
+    while offset < end:
+        length = plain[offset + 16] | plain[offset + 17] << 8
+        start = offset + entry
+        (version, ident, first, last, samples, rssi_max, median, mean, close, tx, has_tx,
+         platform, aem, has_aem) = unpack(plain, start)
+        if version != _ENCOUNTER_VERSION:
+            raise StoreError(f"unknown encounter record version {version}")
+        append(Encounter(
+            protocol, ident, first, last, samples, rssi_max, median, mean, close,
+            tx if has_tx else None, aem if has_aem else None, platforms[platform],
+            _NO_FLAGS if length == size else _flags(plain[start + size:start + length]),
+        ))
+        offset = start + length
+    return out
+
+
 def decode_encounter(protocol: Protocol, record: bytes) -> Encounter:
     """Rebuild an encounter from :func:`encode_encounter`'s output."""
     code = PROTOCOL_CODE[protocol]

@@ -46,14 +46,45 @@ CREATE TABLE processed_lists (
 );
 """
 
+# Version 2: finished encounters are compacted into segments, one sealed blob holding
+# many encounters of one day and protocol, so that bulk reads decrypt a few large blobs
+# instead of one per row. sk is a random segment key bound into the blob's associated
+# data. segment_rows maps row keys to their segment (for a late update of a compacted
+# encounter); segment_index is the blind index of the identifiers in each segment.
+SCHEMA_V2 = """
+CREATE TABLE segments (
+    id INTEGER PRIMARY KEY,
+    sk BLOB NOT NULL UNIQUE,
+    day INTEGER NOT NULL,
+    protocol INTEGER NOT NULL,
+    first_hour INTEGER NOT NULL,
+    last_hour INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    blob BLOB NOT NULL
+);
+CREATE INDEX segments_first_hour ON segments (first_hour);
+CREATE INDEX segments_last_hour ON segments (last_hour);
+CREATE TABLE segment_rows (
+    rk BLOB PRIMARY KEY,
+    segment INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX segment_rows_segment ON segment_rows (segment);
+CREATE TABLE segment_index (
+    blind BLOB NOT NULL,
+    segment INTEGER NOT NULL
+);
+CREATE INDEX segment_index_blind ON segment_index (blind);
+CREATE INDEX segment_index_segment ON segment_index (segment);
+"""
+
 #: Migration N (index N-1) takes the schema from version N-1 to N.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Tables whose rows are sealed with day keys (a store without any has no data to lose).
-SEALED_TABLES = ("encounters", "own_keys", "exposures")
+SEALED_TABLES = ("encounters", "segments", "own_keys", "exposures")
 
 
 def pending(current: int) -> list[tuple[int, str]]:

@@ -51,6 +51,11 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
 READ_CHUNK = 4096
 BULK_CHUNK = 50_000
+FETCH_ROWS = 256  # rows per fetch from SQLite: small encounter rows or whole segments
+#: Encounters last seen this many whole hours ago are final (gap_s is at most an hour).
+COMPACT_AFTER_HOURS = 2
+#: Encounters per segment at most.
+SEGMENT_MAX = 10_000
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 _FIRST_SEEN = operator.attrgetter("first_seen")
 
@@ -92,6 +97,9 @@ class Store:
         self._keyring_path = keyring_path(settings.path)
         self._write_lock = asyncio.Lock()
         self._max_span = 0
+        # Reads go through a second connection: a long read (a chunked iterator) is one
+        # statement, hence one consistent snapshot, whatever this store writes meanwhile.
+        self._reader: aiosqlite.Connection | None = None
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -167,7 +175,10 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Checkpoint (when no one else reads) and close the connection."""
+        """Checkpoint (when no one else reads) and close the connections."""
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         try:
             await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as error:
@@ -201,6 +212,7 @@ class Store:
                 blob = key.seal(crypto.encode_encounter(e), crypto.encounter_aad(code, day, rk))
                 rows.append((rk, day, first_hour, last_hour, code,
                              key.blind(e.protocol, e.identifier), blob))
+            await self._reopen_compacted(conn, [row[0] for row in rows])
             await conn.executemany(
                 "INSERT INTO encounters (rk, day, first_hour, last_hour, protocol, blind, blob) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rk) DO UPDATE SET "
@@ -221,20 +233,27 @@ class Store:
     async def iter_encounters(self, since: float | None = None, until: float | None = None,
                               protocol: Protocol | None = None, *, chunk: int = READ_CHUNK
                               ) -> AsyncIterator[list[Encounter]]:
-        """Like :meth:`encounters`, in chunks (not sorted), for large reads: the event
-        loop runs between chunks. SQLite fetches the next chunk (in aiosqlite's thread)
-        while this one is decrypted."""
+        """Like :meth:`encounters`, in chunks of about ``chunk`` (not sorted), for large
+        reads: the event loop runs between chunks, and SQLite fetches the next rows (in
+        aiosqlite's thread) while these are decrypted. One statement, one snapshot."""
         sql, params = await self._range_query(since, until, protocol)
         bounded = since is not None or until is not None
-        async with self._conn.execute(sql, params) as cursor:
-            pending = asyncio.ensure_future(cursor.fetchmany(chunk))
+        reader = await self._read_connection()
+        buffer: list[Encounter] = []
+        async with reader.execute(sql, params) as cursor:
+            pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
             try:
                 while rows := await pending:
-                    pending = asyncio.ensure_future(cursor.fetchmany(chunk))
+                    pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
                     found = await self._decode_rows(rows)
-                    yield [e for e in found if _overlaps(e, since, until)] if bounded else found
+                    buffer += [e for e in found if _overlaps(e, since, until)] if bounded else found
+                    if len(buffer) >= chunk:
+                        yield buffer
+                        buffer = []
             finally:
                 pending.cancel()
+        if buffer:
+            yield buffer
 
     async def find_encounters(self, protocol: Protocol, identifiers: Iterable[bytes],
                               since: float | None = None, until: float | None = None
@@ -254,20 +273,28 @@ class Store:
             blinds = [key.blind(protocol, i) for i in wanted]
             for start in range(0, len(blinds), _IN_CHUNK):
                 part = blinds[start:start + _IN_CHUNK]
-                placeholders = ",".join("?" * len(part))
-                sql = ("SELECT rk, protocol, day, blob FROM encounters "  # noqa: S608
-                       f"WHERE day = ? AND protocol = ? AND blind IN ({placeholders})")
-                rows = await self._conn.execute_fetchall(
-                    sql, (day, PROTOCOL_CODE[protocol], *part))
+                marks = ",".join("?" * len(part))
+                sql = ("SELECT 0, rk, protocol, day, blob FROM encounters "  # noqa: S608
+                       f"WHERE day = ? AND protocol = ? AND blind IN ({marks}) UNION ALL "
+                       "SELECT 1, sk, protocol, day, blob FROM segments WHERE day = ? AND "
+                       "protocol = ? AND id IN (SELECT segment FROM segment_index "
+                       f"WHERE blind IN ({marks}))")
+                code = PROTOCOL_CODE[protocol]
+                rows = await (await self._read_connection()).execute_fetchall(
+                    sql, (day, code, *part, day, code, *part))
                 found.extend(e for e in await self._decode_rows(rows) if e.identifier in wanted)
         found.sort(key=_FIRST_SEEN)
         return found
 
     async def newest_time(self) -> float | None:
         """The time of the newest sighting in the store, None when it is empty."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT rk, protocol, day, blob FROM encounters "
-            "WHERE last_hour = (SELECT max(last_hour) FROM encounters)")
+        rows = await (await self._read_connection()).execute_fetchall(
+            "WITH top (hour) AS (SELECT max(h) FROM (SELECT max(last_hour) AS h FROM encounters "
+            "UNION ALL SELECT max(last_hour) FROM segments)) "
+            "SELECT 0, rk, protocol, day, blob FROM encounters "
+            "WHERE last_hour = (SELECT hour FROM top) UNION ALL "
+            "SELECT 1, sk, protocol, day, blob FROM segments "
+            "WHERE last_hour = (SELECT hour FROM top)")
         encounters = await self._decode_rows(rows)
         return max((e.last_seen for e in encounters), default=None)
 
@@ -367,39 +394,135 @@ class Store:
         cutoff = day_number(now) - self._settings.retention_days
         deleted = 0
         async with self._write() as conn:
-            for table in schema.SEALED_TABLES:
-                cursor = await conn.execute(f"DELETE FROM {table} WHERE day < ?",  # noqa: S608
-                                            (cutoff,))  # table names are constants
-                deleted += max(cursor.rowcount, 0)
+            # first_hour is indexed and falls on the same UTC day as the day column.
+            await conn.execute("DELETE FROM segment_rows WHERE segment IN "
+                               "(SELECT id FROM segments WHERE first_hour < ?)", (cutoff * 24,))
+            await conn.execute("DELETE FROM segment_index WHERE segment IN "
+                               "(SELECT id FROM segments WHERE first_hour < ?)", (cutoff * 24,))
+            deleted += int(await _scalar(conn, "SELECT coalesce(sum(count), 0) FROM segments "
+                                         "WHERE first_hour < ?", (cutoff * 24,)))
+            for table, column, bound in (("encounters", "first_hour", cutoff * 24),
+                                         ("segments", "first_hour", cutoff * 24),
+                                         ("own_keys", "day", cutoff),
+                                         ("exposures", "day", cutoff)):
+                cursor = await conn.execute(  # table and column names are constants
+                    f"DELETE FROM {table} WHERE {column} < ?", (bound,))  # noqa: S608
+                if table != "segments":
+                    deleted += max(cursor.rowcount, 0)
             keyring = crypto.read_keyring(self._keyring_path, self._master, self._store_id)
             dropped = keyring.drop_before(cutoff)
             if dropped:
                 crypto.write_keyring(self._keyring_path, keyring, self._master, self._store_id)
             self._keyring = keyring
+        await self.compact(now)
         # Old page images of the deleted rows live in the WAL until a checkpoint.
         await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if deleted or dropped:
             log.info("retention purge", rows=deleted, days_destroyed=len(dropped))
         return deleted
 
+    async def compact(self, now: float) -> int:
+        """Seal finished encounters (last seen more than :data:`COMPACT_AFTER_HOURS` whole
+        hours before ``now``) into segments, one per day and protocol, so that bulk reads
+        decrypt a few large blobs instead of one per encounter. Returns the encounters
+        moved. :meth:`purge` calls it; a late update of a compacted encounter still works
+        (it is taken out of its segment again)."""
+        bound = hour_number(now) - COMPACT_AFTER_HOURS
+        moved = 0
+        async with self._write() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT rk, protocol, day, first_hour, last_hour, blind, blob FROM encounters "
+                "WHERE last_hour < ?", (bound,))
+            groups: dict[tuple[int, int], list[Any]] = {}
+            for row in rows:
+                groups.setdefault((row[2], row[1]), []).append(row)
+            for (day, code), group in groups.items():
+                key = self._keyring.get(day)
+                if key is None:
+                    continue  # a destroyed day: the next purge deletes these rows
+                for start in range(0, len(group), SEGMENT_MAX):
+                    await self._seal_segment(conn, key, code, group[start:start + SEGMENT_MAX])
+                    moved += len(group[start:start + SEGMENT_MAX])
+        return moved
+
+    async def _seal_segment(self, conn: aiosqlite.Connection, key: DayKey, code: int,
+                            group: list[Any]) -> None:
+        day = key.day
+        entries = [(rk, key.open(blob, crypto.encounter_aad(code, day, rk)))
+                   for rk, _, _, _, _, _, blob in group]
+        sk = os.urandom(crypto.INDEX_LENGTH)
+        sealed = key.seal(crypto.pack_segment(entries), crypto.segment_aad(code, day, sk))
+        cursor = await conn.execute(
+            "INSERT INTO segments (sk, day, protocol, first_hour, last_hour, count, blob) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sk, day, code, min(r[3] for r in group), max(r[4] for r in group), len(group),
+             sealed))
+        segment = cursor.lastrowid
+        await conn.executemany("INSERT INTO segment_rows (rk, segment) VALUES (?, ?)",
+                               [(r[0], segment) for r in group])
+        await conn.executemany("INSERT INTO segment_index (blind, segment) VALUES (?, ?)",
+                               [(blind, segment) for blind in {r[5] for r in group}])
+        await conn.executemany("DELETE FROM encounters WHERE rk = ?", [(r[0],) for r in group])
+
+    async def _reopen_compacted(self, conn: aiosqlite.Connection, row_keys: list[bytes]) -> None:
+        """Take the encounters ``row_keys`` out of their segments, if compacted, so that
+        an update replaces them instead of duplicating them."""
+        hits: dict[int, set[bytes]] = {}
+        for start in range(0, len(row_keys), _IN_CHUNK):
+            part = row_keys[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            found = await conn.execute_fetchall(
+                f"SELECT rk, segment FROM segment_rows WHERE rk IN ({marks})", part)  # noqa: S608
+            for rk, segment in found:
+                hits.setdefault(segment, set()).add(rk)
+        for segment, gone in hits.items():
+            ((sk, day, code, blob),) = await conn.execute_fetchall(
+                "SELECT sk, day, protocol, blob FROM segments WHERE id = ?", (segment,))
+            key = self._keyring.get(day)
+            if key is None:
+                raise StoreError(f"no key for day {day} of a stored segment; the keyring "
+                                 f"{self._keyring_path} is damaged")
+            protocol = crypto.CODE_PROTOCOL[code]
+            kept = [(rk, record) for rk, record in crypto.segment_entries(
+                key.open(blob, crypto.segment_aad(code, day, sk))) if rk not in gone]
+            await conn.executemany("DELETE FROM segment_rows WHERE rk = ?", [(rk,) for rk in gone])
+            await conn.execute("DELETE FROM segment_index WHERE segment = ?", (segment,))
+            if not kept:
+                await conn.execute("DELETE FROM segments WHERE id = ?", (segment,))
+                continue
+            decoded = [crypto.decode_encounter(protocol, record) for _, record in kept]
+            await conn.execute(
+                "UPDATE segments SET blob = ?, count = ?, first_hour = ?, last_hour = ? "
+                "WHERE id = ?",
+                (key.seal(crypto.pack_segment(kept), crypto.segment_aad(code, day, sk)),
+                 len(kept), min(hour_number(e.first_seen) for e in decoded),
+                 max(hour_number(e.last_seen) for e in decoded), segment))
+            await conn.executemany(
+                "INSERT INTO segment_index (blind, segment) VALUES (?, ?)",
+                [(b, segment) for b in {key.blind(protocol, e.identifier) for e in decoded}])
+
     # -- status -------------------------------------------------------------------------
 
     async def stats(self, now: float) -> StoreStats:
         """Sizes and counts for status output."""
-        conn = self._conn
+        conn = await self._read_connection()
         today = day_number(now)
         path = self._settings.path
         wal = _size(path.with_name(path.name + "-wal"))
         size = _size(path) + wal + _size(self._keyring_path)
-        bounds = await conn.execute_fetchall("SELECT min(day), max(day) FROM encounters")
+        bounds = await conn.execute_fetchall(
+            "SELECT min(lo), max(hi) FROM (SELECT min(day) AS lo, max(day) AS hi FROM encounters "
+            "UNION ALL SELECT min(day), max(day) FROM segments)")
         oldest, newest = next(iter(bounds))
         self._refresh_keyring()
+        count = ("SELECT (SELECT count(*) FROM encounters {where}) + "
+                 "(SELECT coalesce(sum(count), 0) FROM segments {where})")
         return StoreStats(
             path=path, size_bytes=size, wal_bytes=wal,
             schema_version=await _scalar(conn, "PRAGMA user_version"),
-            encounters=await _scalar(conn, "SELECT count(*) FROM encounters"),
-            encounters_today=await _scalar(conn, "SELECT count(*) FROM encounters WHERE day = ?",
-                                           (today,)),
+            encounters=await _scalar(conn, count.format(where="")),
+            encounters_today=await _scalar(conn, count.format(where="WHERE day = ?"),
+                                           (today, today)),
             exposures=await _scalar(conn, "SELECT count(*) FROM exposures"),
             own_key_days=await _scalar(conn, "SELECT count(*) FROM own_keys"),
             key_days=len(self._keyring.secrets),
@@ -462,43 +585,71 @@ class Store:
         self._keyring = crypto.read_keyring(self._keyring_path, self._master, self._store_id)
 
     async def _decode_rows(self, rows: Iterable[Any]) -> list[Encounter]:
-        """Open and decode ``(rk, protocol, day, blob)`` rows (grouped by day and
-        protocol, so that each group is decrypted in one tight loop)."""
+        """Open and decode ``(kind, key, protocol, day, blob)`` rows: kind 0 is one
+        encounter (grouped by day and protocol, to be decrypted in one tight loop), kind 1
+        a segment of many."""
         groups: dict[int, list[Any]] = {}
-        for row in rows:
-            group = groups.get(row[2] * 4 + row[1])
-            if group is None:
-                group = groups[row[2] * 4 + row[1]] = []
-            group.append(row)
         out: list[Encounter] = []
+        for row in rows:
+            if row[0]:
+                key = self._day_key_for_read(row[3])
+                if key is not None:
+                    out += crypto.open_segment(key, row[2], row[1], row[4])
+                continue
+            group = groups.get(row[3] * 4 + row[2])
+            if group is None:
+                group = groups[row[3] * 4 + row[2]] = []
+            group.append(row[1:])
         for group in groups.values():
             _, code, day, _ = group[0]
             key = self._day_key_for_read(day)
             if key is not None:
                 out += crypto.open_encounters(key, code, group)
-            await asyncio.sleep(0)  # let the daemon's other tasks run between groups
+        await asyncio.sleep(0)  # let the daemon's other tasks run between chunks
         return out
 
     async def _range_query(self, since: float | None, until: float | None,
                            protocol: Protocol | None) -> tuple[str, tuple[int, ...]]:
-        """SQL selecting the rows that may overlap the range, by coarse hour numbers."""
-        self._max_span = max(self._max_span, int(await _meta_int(self._conn, "max_span_hours")))
-        where: list[str] = []
-        params: list[int] = []
+        """One SQL statement selecting the encounter rows and segments that may overlap
+        the range, by coarse hour numbers."""
+        reader = await self._read_connection()
+        self._max_span = max(self._max_span, int(await _meta_int(reader, "max_span_hours")))
+        rows: list[str] = []
+        segments: list[str] = []
+        row_params: list[int] = []
+        segment_params: list[int] = []
         if until is not None:
-            where.append("first_hour <= ?")
-            params.append(hour_number(until))
+            rows.append("first_hour <= ?")
+            segments.append("first_hour <= ?")
+            row_params.append(hour_number(until))
+            segment_params.append(hour_number(until))
         if since is not None:
             # An encounter overlapping the range started at most max_span hours before it.
-            where.append("first_hour >= ? AND last_hour >= ?")
-            params += [hour_number(since) - self._max_span, hour_number(since)]
+            rows.append("first_hour >= ? AND last_hour >= ?")
+            row_params += [hour_number(since) - self._max_span, hour_number(since)]
+            segments.append("last_hour >= ?")
+            segment_params.append(hour_number(since))
         if protocol is not None:
-            where.append("protocol = ?")
-            params.append(PROTOCOL_CODE[protocol])
-        sql = "SELECT rk, protocol, day, blob FROM encounters"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return sql, tuple(params)
+            for where, params in ((rows, row_params), (segments, segment_params)):
+                where.append("protocol = ?")
+                params.append(PROTOCOL_CODE[protocol])
+        sql = (f"SELECT 0, rk, protocol, day, blob FROM encounters {_where(rows)} "  # noqa: S608
+               f"UNION ALL SELECT 1, sk, protocol, day, blob FROM segments {_where(segments)}")
+        return sql, (*row_params, *segment_params)
+
+    async def _read_connection(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            try:
+                reader = await aiosqlite.connect(self._settings.path, isolation_level=None)
+                await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            except sqlite3.Error as error:
+                raise StoreError(f"cannot open store {self._settings.path}: {error}") from None
+            self._reader = reader
+        return self._reader
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 def _overlaps(e: Encounter, since: float | None, until: float | None) -> bool:

@@ -53,6 +53,8 @@ async def test_no_identifier_or_exact_time_in_any_file(store_settings: StoreSett
         await store.save_exposures([Exposure(p, i, own[0].gaen_tek, t, t + 60, 5, -50, -55.0,
                                              60.0, 0.5) for p, i in ids[:20]])
         assert {(e.protocol, e.identifier) for e in stored} == set(ids)
+        assert await store.compact(t + 5 * 3600) == len(stored)  # into sealed segments
+        assert await store.encounters() == stored
         while_open = _files(store_settings)
     after_close = _files(store_settings)
     assert any(name.endswith("-wal") and data for name, data in while_open.items())

@@ -245,3 +245,78 @@ async def test_stats(store_settings: StoreSettings) -> None:
     assert stats.encounters == stats.encounters_today == 10
     assert stats.schema_version == SCHEMA_VERSION and stats.key_days == 1
     assert stats.size_bytes > 0 and stats.oldest_day == DAY0
+
+
+async def test_compaction_keeps_every_encounter_readable(store_settings: StoreSettings) -> None:
+    rng = random.Random(9)
+    encounters = [make_encounter(rng, DAY0 + i * 97.0, duration=rng.uniform(1, 900))
+                  for i in range(2000)]  # about 2.2 days
+    now = DAY0 + 2 * DAY + 3 * 3600
+    async with await Store.open(store_settings, create=True) as store:
+        await store.add_encounters(encounters)
+        before = await store.encounters()
+        moved = await store.compact(now)
+        assert 0 < moved < len(encounters)  # the last hours stay as rows
+        assert await store.compact(now) == 0
+        assert await store.encounters() == before
+        since, until = DAY0 + DAY + 1234, DAY0 + DAY + 7 * 3600
+        assert await store.encounters(since, until) == [
+            e for e in before if e.last_seen >= since and e.first_seen <= until]
+        assert await store.encounters(protocol=Protocol.GAEN) == [
+            e for e in before if e.protocol is Protocol.GAEN]
+        probe = [encounters[10], encounters[1500], encounters[-1]]
+        for e in probe:
+            assert await store.find_encounters(e.protocol, [e.identifier]) == [e]
+        assert await store.newest_time() == max(e.last_seen for e in encounters)
+        stats = await store.stats(DAY0)
+        assert stats.encounters == 2000 and stats.encounters_today == sum(
+            1 for e in encounters if e.first_seen < DAY0 + DAY)
+        # A late update of a compacted encounter replaces it (no duplicate).
+        late = dataclasses.replace(encounters[10], samples=12345, flags=frozenset({"replay"}))
+        await store.add_encounters([late])
+        after = await store.encounters()
+        assert len(after) == 2000 and late in after and encounters[10] not in after
+        assert await store.find_encounters(late.protocol, [late.identifier]) == [late]
+        assert await store.find_encounters(encounters[11].protocol,
+                                           [encounters[11].identifier]) == [encounters[11]]
+    with sqlite3.connect(store_settings.path) as db:
+        assert db.execute("SELECT count(*) FROM segments").fetchone()[0] > 0
+        assert db.execute("SELECT count(*) FROM segment_rows").fetchone()[0] == moved - 1
+
+
+async def test_purge_shreds_compacted_days(store_settings: StoreSettings, tmp_path: Path
+                                           ) -> None:
+    rng = random.Random(10)
+    old = [make_encounter(rng, DAY0 + i * 100.0) for i in range(100)]
+    recent = [make_encounter(rng, DAY0 + 25 * DAY + i * 100.0) for i in range(100)]
+    async with await Store.open(store_settings, create=True) as store:
+        await store.add_encounters(old + recent)
+        await store.compact(DAY0 + 26 * DAY)
+    copy = tmp_path / "copy"
+    shutil.copytree(store_settings.path.parent, copy)
+    async with await Store.open(store_settings) as store:
+        assert await store.purge(DAY0 + 26 * DAY) == 100
+        assert await store.encounters() == recent
+    with sqlite3.connect(store_settings.path) as db:
+        for table in ("segment_rows", "segment_index"):
+            orphans = db.execute(f"SELECT count(*) FROM {table} WHERE segment NOT IN "
+                                 "(SELECT id FROM segments)").fetchone()[0]
+            assert orphans == 0
+    shutil.copy2(keyring_path(store_settings.path), keyring_path(copy / store_settings.path.name))
+    copied = dataclasses.replace(store_settings, path=copy / store_settings.path.name)
+    async with await Store.open(copied) as store:
+        assert await store.encounters() == recent
+
+
+async def test_migration_from_version_1_keeps_data(store_settings: StoreSettings) -> None:
+    rng = random.Random(12)
+    encounters = [make_encounter(rng, DAY0 + i) for i in range(20)]
+    async with await Store.open(store_settings, create=True) as store:
+        await store.add_encounters(encounters)
+    with sqlite3.connect(store_settings.path) as db:  # back to the version 1 schema
+        for table in ("segments", "segment_rows", "segment_index"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA user_version = 1")
+    async with await Store.open(store_settings) as store:
+        assert await store.encounters() == encounters
+        assert (await store.stats(DAY0)).schema_version == SCHEMA_VERSION == 2
