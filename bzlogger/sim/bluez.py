@@ -348,7 +348,8 @@ class FakeBluez:
         now = self.clock.now()
         for adapter in self._adapters.values():
             for device in list(adapter.devices.values()):
-                if not device.connected and now - device.last_seen >= DEVICE_TIMEOUT_S:
+                busy = device.connected or device.connecting is not None
+                if not busy and now - device.last_seen >= DEVICE_TIMEOUT_S:
                     self._remove_device(adapter, device)
 
     def device_gone(self, owner: str) -> None:
@@ -426,7 +427,14 @@ class FakeBluez:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # e.g. a client that vanished while we called it back; bluetoothd logs and
+            # carries on.
+            log.debug("simulated bluetoothd task failed: %r", task.exception())
 
     async def _sweep_loop(self) -> None:
         # Check removal often enough in clock time (2 s) without busy-looping at high speed.
@@ -697,6 +705,8 @@ class FakeBluez:
             parsed = parse_registration(reply.body[0])
         except AdvertError as error:
             raise BluezError(error.name, error.message) from None
+        if not adapter.powered:
+            raise BluezError(ERR + "NotReady", "Resource Not Ready")
         self._check_can_register(adapter, sender, path)
         now = self.clock.now()
         record = AdvertRecord(adapter.name, sender, path,
@@ -782,23 +792,26 @@ class FakeBluez:
         if queue and msg.interface not in (PROPERTIES, OBJECT_MANAGER, INTROSPECTABLE):
             name, text = queue.pop(0)
             return Message.new_error(msg, name, text)
+        no_reply = bool(msg.flags & MessageFlag.NO_REPLY_EXPECTED)
         try:
             result = self._dispatch(msg)
         except BluezError as error:
-            return Message.new_error(msg, error.name, error.message)
+            return True if no_reply else Message.new_error(msg, error.name, error.message)
         if asyncio.iscoroutine(result):
-            self._spawn(self._reply_later(msg, result))
+            self._spawn(self._reply_later(msg, result, no_reply))
+            return True
+        if no_reply:
             return True
         return result if isinstance(result, Message) else Message.new_method_return(msg)
 
-    async def _reply_later(self, msg: Message, coroutine: Any) -> None:
+    async def _reply_later(self, msg: Message, coroutine: Any, no_reply: bool) -> None:
         try:
             value = await coroutine
         except BluezError as error:
             reply = Message.new_error(msg, error.name, error.message)
         else:
             reply = value if isinstance(value, Message) else Message.new_method_return(msg)
-        if self._bus is not None and self._bus.connected:
+        if not no_reply and self._bus is not None and self._bus.connected:
             self._bus.send(reply)
 
     def _on_signal(self, msg: Message) -> None:
