@@ -149,7 +149,7 @@ def match(ctx: CliContext, files: tuple[Path, ...], verify_key: Path | None, no_
         click.echo(table(summary))
         click.echo()
         if rows:
-            click.echo(table(rows, _TABLE_COLUMNS))
+            click.echo(table([{**r, "risk": f"{r['risk']:.2f}"} for r in rows], _TABLE_COLUMNS))
             click.echo(f"\n{len(found)} exposure(s), {len(new)} new. Risk: 0..1, 0.5 = "
                        "15 minutes close (docs/matching.md).")
         else:
