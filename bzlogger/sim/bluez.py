@@ -51,6 +51,8 @@ INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 DEVICE_TIMEOUT_S = 30.0
 #: Without an RSSI/Pathloss filter, RSSI changes smaller than this are not signalled.
 RSSI_THRESHOLD_DB = 8
+#: An LE connection that does not complete fails after this many clock seconds.
+CONNECT_TIMEOUT_S = 20.0
 #: The radio does not report advertisements weaker than this.
 DEFAULT_SENSITIVITY_DBM = -100
 
@@ -205,7 +207,7 @@ class FakeBluez:
         *,
         sensitivity_dbm: int = DEFAULT_SENSITIVITY_DBM,
         seed: int = 0,
-        connect_delay_s: float = 0.05,
+        connect_delay_s: float = 0.3,
     ) -> None:
         self.clock = clock
         self.adapter_configs = tuple(adapters)
@@ -600,13 +602,14 @@ class FakeBluez:
             # A non-connectable advertiser (or a phone that stopped answering) never
             # completes the LE connection; bluetoothd gives up after its own timeout.
             try:
-                await asyncio.wait_for(asyncio.shield(future), 20.0)
+                await asyncio.wait_for(asyncio.shield(future),
+                                       CONNECT_TIMEOUT_S / self.clock.speed)
             except TimeoutError:
                 raise BluezError(ERR + "Failed", "Page Timeout") from None
             finally:
                 device.connecting = None
             raise BluezError(ERR + "Failed", "Operation canceled")
-        await asyncio.sleep(self.connect_delay_s)
+        await self.clock.sleep(self.connect_delay_s)
         device.connecting = None
         if future.done():
             future.result()  # cancelled by Disconnect: raises its error

@@ -67,7 +67,7 @@ class Faults:
 
     def gatt_fault(self, kind: str, times: int = 1, visitor: str | None = None) -> None:
         """The next ``times`` connections (to ``visitor`` or any device) fail like real
-        phones do: ``connect_timeout`` (no answer until the caller gives up or 20 s),
+        phones do: ``connect_timeout`` (no answer until the caller gives up or 20 clock seconds),
         ``abort_by_local`` (``org.bluez.Error.Failed: le-connection-abort-by-local`` after
         a brief connection), ``in_progress`` (``InProgress``), ``walk_away`` (connected,
         then the phone leaves during the read: ``Failed``, disconnect, gone)."""
