@@ -220,18 +220,22 @@ def write_keyring(path: Path, keyring: Keyring, master: MasterKeys, store_id: by
     """Replace the keyring file atomically and durably (temp file, fsync, rename)."""
     data = master.wrap_keyring(keyring.encode(), store_id)
     temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as error:
+        raise StoreError(f"cannot write keyring {path}: {error.strerror}; check that this "
+                         "user may write the store's directory") from None
 
 
 # Encounter record: version, identifier (12 or 16 bytes, per protocol), first, last,

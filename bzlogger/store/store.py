@@ -166,6 +166,10 @@ class Store:
             if is_new:
                 os.chmod(path, 0o600)
             keyring = await _load_keyring(conn, settings, master, store_id)
+        except sqlite3.OperationalError as error:
+            raise StoreError(f"cannot open store {path} ({error}); check that this user may "
+                             "read and write its directory (run as the bzlogger user or root)"
+                             ) from None
         except sqlite3.DatabaseError as error:
             raise StoreError(f"store {path} cannot be read ({error}); it was left as it is: "
                              "move it aside and restore a backup or run `bzlogger init` for "
