@@ -11,9 +11,9 @@ memory stays proportional to the file, which :mod:`limits` bounds before reading
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bzlogger.errors import ListError
 from bzlogger.ids import bluezone
@@ -24,13 +24,15 @@ _EARLIEST = 1_577_836_800  # 2020-01-01T00:00:00Z
 #: One entry may continue its chain over several days, but not without end.
 MAX_ENTRY_DAYS = 31
 _FIELDS = ("daily_key", "time_start", "time_end", "max")
+_VALID_MAX = frozenset(n for n in range(1, bluezone.DAY_SECONDS + 1)
+                       if bluezone.DAY_SECONDS % n == 0)
 _decoder = json.JSONDecoder()
-_WHITESPACE = " \t\n\r"
+_whitespace = re.compile(r"[ \t\n\r]*").match
 
 
-@dataclass(frozen=True, slots=True)
-class BluezoneEntry:
-    """One published daily key and the time it covers (``time_end`` inclusive)."""
+class BluezoneEntry(NamedTuple):
+    """One published daily key and the time it covers (``time_end`` inclusive); a tuple,
+    as lists hold hundreds of thousands."""
 
     daily_key: bytes
     time_start: int
@@ -60,16 +62,30 @@ def read_list(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "list.js
     except UnicodeDecodeError as error:
         raise ListError(f"{name}: not UTF-8 text (byte {error.start})") from None
     entries: list[BluezoneEntry] = []
-    seen: dict[bytes, int] = {}
+    seen: set[bytes] = set()
+    day, earliest, longest = bluezone.DAY_SECONDS, _EARLIEST, MAX_ENTRY_DAYS * bluezone.DAY_SECONDS
     for number, raw in enumerate(_raw_entries(text, name), 1):
         if number > limits.max_entries:
             raise ListError(f"{name}: more than {limits.max_entries} entries (the limit)")
-        entry = _entry(raw, f"{name}: entry {number}")
-        if entry.daily_key in seen:
-            raise ListError(f"{name}: entry {number}: daily_key duplicates entry "
-                            f"{seen[entry.daily_key]}")
-        seen[entry.daily_key] = number
-        entries.append(entry)
+        # Fast path: one expression checks a well-formed entry; anything else goes to
+        # _entry, which says exactly what is wrong.
+        try:
+            key_hex, start, end = raw["daily_key"], raw["time_start"], raw["time_end"]
+            max_ids = raw["max"]
+            valid = (len(raw) == 4 and type(key_hex) is str and len(key_hex) == 64
+                     and type(start) is int and type(end) is int and type(max_ids) is int
+                     and start % day == 0 and start >= earliest and start <= end < start + longest
+                     and max_ids in _VALID_MAX)
+            key = bytes.fromhex(key_hex) if valid else b""
+        except (TypeError, KeyError, ValueError):
+            key = b""
+        if len(key) != bluezone.KEY_LENGTH:  # the slow path: raises for a bad entry
+            key, start, end, max_ids = _entry(raw, f"{name}: entry {number}")
+        if key in seen:
+            first = next(n for n, e in enumerate(entries, 1) if e.daily_key == key)
+            raise ListError(f"{name}: entry {number}: daily_key duplicates entry {first}")
+        seen.add(key)
+        entries.append(BluezoneEntry(key, start, end, max_ids))
     return entries
 
 
@@ -107,9 +123,8 @@ def _raw_entries(text: str, name: str) -> Iterator[Any]:
 
 
 def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WHITESPACE:
-        pos += 1
-    return pos
+    found = _whitespace(text, pos)
+    return found.end() if found else pos  # the pattern matches the empty string too
 
 
 def _expect(text: str, pos: int, char: str, name: str) -> int:
@@ -144,7 +159,9 @@ def _entry(raw: Any, where: str) -> BluezoneEntry:
     try:
         key = bytes.fromhex(key_hex)
     except ValueError:
-        raise ListError(f"{where}: daily_key is not hexadecimal") from None
+        key = b""
+    if len(key) != bluezone.KEY_LENGTH:  # fromhex also skips spaces
+        raise ListError(f"{where}: daily_key is not hexadecimal")
     start, end, max_ids = (_integer(raw, f, where) for f in ("time_start", "time_end", "max"))
     try:
         bluezone.validate_max(max_ids)

@@ -13,7 +13,7 @@ import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -32,11 +32,11 @@ REVOKED = pb.REPORT_TYPES["REVOKED"]
 _EARLIEST_INTERVAL = gaen.interval_number(1_577_836_800)  # 2020-01-01T00:00:00Z
 #: Keys may end a day after the export's end (a same-day key released early).
 _END_SLACK_INTERVALS = 144
+_REPORTS = frozenset(pb.REPORT_TYPES.values())
 
 
-@dataclass(frozen=True, slots=True)
-class ExportKey:
-    """One Temporary Exposure Key of an export."""
+class ExportKey(NamedTuple):
+    """One Temporary Exposure Key of an export (a tuple: exports hold up to millions)."""
 
     key_data: bytes
     rolling_start: int
@@ -148,47 +148,58 @@ def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
 
 def _keys(messages: Sequence[Any], field: str, end: int, name: str
           ) -> tuple[ExportKey, ...]:
+    """Validated keys. The loop checks everything in one expression and builds the
+    detailed message only for a key that fails (this runs a million times per file)."""
     keys: list[ExportKey] = []
-    seen: dict[bytes, int] = {}
-    latest = (gaen.interval_number(end) + _END_SLACK_INTERVALS) if end else None
-    for number, message in enumerate(messages, 1):
-        where = f"{name}: {field} entry {number}"
-        key = _key(message, where, latest)
-        if key.key_data in seen:
-            raise ListError(f"{where}: key_data duplicates entry {seen[key.key_data]}")
-        seen[key.key_data] = number
-        keys.append(key)
+    seen: set[bytes] = set()
+    latest = (gaen.interval_number(end) + _END_SLACK_INTERVALS) if end else 1 << 31
+    earliest, longest, report_types = _EARLIEST_INTERVAL, gaen.DEFAULT_ROLLING_PERIOD, _REPORTS
+    for m in messages:
+        data = m.key_data
+        start = m.rolling_start_interval_number
+        period = m.rolling_period
+        risk = m.transmission_risk_level
+        report = m.report_type
+        onset = (m.days_since_onset_of_symptoms if m.HasField("days_since_onset_of_symptoms")
+                 else None)
+        if (len(data) != gaen.KEY_LENGTH or not 1 <= period <= longest
+                or not earliest <= start <= latest or not 0 <= risk <= 8
+                or report not in report_types or (onset is not None and not -14 <= onset <= 14)
+                or data in seen):
+            number = len(keys) + 1
+            _explain(m, f"{name}: {field} entry {number}", latest, keys)
+        seen.add(data)
+        keys.append(ExportKey(data, start, period, risk, report, onset))
     return tuple(keys)
 
 
-def _key(m: Any, where: str, latest: int | None) -> ExportKey:
-    """Validate one TemporaryExposureKey message."""
+def _explain(m: Any, where: str, latest: int, earlier: Sequence[ExportKey]) -> None:
+    """Raise :class:`ListError` saying what is wrong with one TemporaryExposureKey."""
     data = bytes(m.key_data)
     if len(data) != gaen.KEY_LENGTH:
         raise ListError(f"{where}: key_data is {len(data)} bytes, a TEK is {gaen.KEY_LENGTH}")
-    start = int(m.rolling_start_interval_number)
-    period = int(m.rolling_period)
+    start, period = int(m.rolling_start_interval_number), int(m.rolling_period)
     if not 1 <= period <= gaen.DEFAULT_ROLLING_PERIOD:
         raise ListError(f"{where}: rolling_period {period} is outside 1..144")
     if start < _EARLIEST_INTERVAL:
         raise ListError(f"{where}: rolling_start_interval_number {start} is before 2020, "
                         "an impossible time")
-    if latest is not None and start > latest:
+    if start > latest:
         raise ListError(f"{where}: rolling_start_interval_number {start} starts after the "
                         "export's end_timestamp")
     risk = int(m.transmission_risk_level)
     if not 0 <= risk <= 8:
         raise ListError(f"{where}: transmission_risk_level {risk} is outside 0..8")
     report = int(m.report_type)
-    if report not in pb.REPORT_TYPES.values():
+    if report not in _REPORTS:
         raise ListError(f"{where}: report_type {report} is not a known ReportType")
-    onset: int | None = None
     if m.HasField("days_since_onset_of_symptoms"):
         onset = int(m.days_since_onset_of_symptoms)
         if not -14 <= onset <= 14:
             raise ListError(f"{where}: days_since_onset_of_symptoms {onset} is outside "
                             "-14..14")
-    return ExportKey(data, start, period, risk, report, onset)
+    first = next(n for n, k in enumerate(earlier, 1) if k.key_data == data)
+    raise ListError(f"{where}: key_data duplicates entry {first}")
 
 
 def _signatures(data: bytes | None, name: str) -> tuple[Signature, ...]:

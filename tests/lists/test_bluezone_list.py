@@ -55,6 +55,7 @@ def test_round_trip_and_other_top_level_keys_ignored() -> None:
 @pytest.mark.parametrize(("bad", "error"), [
     (entry(daily_key="zz" * 32), "entry 2: daily_key is not hexadecimal"),
     (entry(daily_key="ab" * 31), "entry 2: daily_key must be 64 hex digits"),
+    (entry(daily_key="ab" * 31 + "  "), "entry 2: daily_key is not hexadecimal"),
     (entry(daily_key=123), "entry 2: daily_key must be 64 hex digits"),
     (entry(time_start=DAY + 1), "entry 2: time_start .* is not a UTC midnight"),
     (entry(time_start=86400, time_end=86400 * 2), "entry 2: time_start 86400 is before 2020"),
