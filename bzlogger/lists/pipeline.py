@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bzlogger.config import ListSettings
 from bzlogger.core import matching
@@ -157,11 +157,11 @@ def match_lists(lists: Sequence[LoadedList], encounters: Sequence[Encounter], *,
         if loaded.protocol is Protocol.GAEN:
             gaen_matcher = gaen_matcher or matching.GaenMatcher(encounters)
             matcher = gaen_matcher
-            list_keys = [k.key_data for k in loaded.keys]  # type: ignore[union-attr]
+            list_keys = [k.key_data for k in cast(Sequence[ExportKey], loaded.keys)]
         else:
             bz_matcher = bz_matcher or matching.BluezoneMatcher(encounters)
             matcher = bz_matcher
-            list_keys = [e.daily_key for e in loaded.keys]  # type: ignore[union-attr]
+            list_keys = [e.daily_key for e in cast(Sequence[BluezoneEntry], loaded.keys)]
         hits = engine.run(matcher, loaded.keys, workers=workers, progress=progress)
         for exposure in matching.exposures(hits, matcher.encounters, list_keys):
             found.setdefault((exposure.protocol, exposure.identifier, exposure.first_seen),
