@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -597,7 +597,40 @@ def status_line(state: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-async def run_daemon(settings: config.Settings, clock: Clock,
-                     consumers: Sequence[LiveConsumer] = ()) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the exit status."""
-    return await Daemon(settings, clock, consumers=consumers).run()
+class MetricsFile:
+    """A live consumer that rewrites the node-exporter textfile every ``every_s`` real
+    seconds from the daemon's state and the scanner's counters."""
+
+    def __init__(self, path: Path, scanner_counters: Callable[[], Mapping[str, int]],
+                 every_s: float = 5.0) -> None:
+        self.path = path
+        self.scanner_counters = scanner_counters
+        self.every_s = every_s
+        self._next = 0.0
+
+    def observe(self, sighting: Sighting) -> None:
+        """Sightings are not needed: the counters cover them."""
+
+    def tick(self, now: float, state: Mapping[str, Any]) -> None:
+        """Rewrite the textfile when it is due."""
+        from bzlogger.metrics import snapshot_from_daemon, write_metrics
+
+        real = time.monotonic()
+        if real < self._next:
+            return
+        self._next = real + self.every_s
+        write_metrics(self.path, snapshot_from_daemon(state, self.scanner_counters()))
+
+
+async def run_daemon(settings: config.Settings, clock: Clock) -> int:
+    """Run the daemon with its standard live consumers (the door display's state file,
+    the metrics textfile when configured) until SIGTERM/SIGINT; returns the exit
+    status."""
+    from bzlogger.door.consumer import DoorDisplay
+
+    daemon = Daemon(settings, clock)
+    daemon.consumers.append(DoorDisplay.from_settings(settings))
+    if settings.daemon.metrics_textfile is not None:
+        daemon.consumers.append(MetricsFile(settings.daemon.metrics_textfile,
+                                            daemon.scanner.stats))
+    return await daemon.run()

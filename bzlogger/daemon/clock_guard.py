@@ -61,6 +61,8 @@ class ClockGuard:
         self._last: tuple[float, float] | None = None
         #: Sightings stamped before this are refused (set when the guard turns ok).
         self._accept_from = self.high_water
+        #: How far the clock went back, while waiting because of that (for the reason).
+        self._went_back: float | None = None
         self.jumps = 0
         self.verdict = ClockVerdict(ClockState.WAITING, "no clock reading yet")
 
@@ -81,11 +83,14 @@ class ClockGuard:
                 self.jumps += 1
         self._last = (now, monotonic)
         if now < self.high_water:
+            if jump < 0:
+                self._went_back = -jump
             self.verdict = ClockVerdict(ClockState.WAITING, self._why_waiting(now, jump),
                                         jump, self.high_water)
         else:
             if not self.verdict.usable:
                 self._accept_from = self.high_water
+            self._went_back = None
             self.high_water = now
             reason = "ok" if jump == 0 else f"ok (jumped {_span(jump)} and accepted)"
             self.verdict = ClockVerdict(ClockState.OK, reason, jump)
@@ -99,8 +104,8 @@ class ClockGuard:
 
     def _why_waiting(self, now: float, jump: float) -> str:
         behind = _span(self.high_water - now)
-        if jump < 0:
-            return (f"clock went back {_span(-jump)}; waiting until it passes "
+        if self._went_back is not None:
+            return (f"clock went back {_span(self._went_back)}; waiting until it passes "
                     f"{iso(self.high_water)} (the newest time already used)")
         if self.store_newest is not None and self.high_water <= self.store_newest:
             what = f"the newest time in the store, {iso(self.store_newest)}"

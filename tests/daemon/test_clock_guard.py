@@ -62,3 +62,13 @@ def test_small_jitter_is_not_a_jump() -> None:
     verdict = guard.observe(T0 + 1.5, 0.2)
     assert verdict.usable and verdict.jump_s == 0
     assert guard.jumps == 0
+
+
+def test_the_reason_for_waiting_after_a_step_back_stays_until_the_clock_catches_up() -> None:
+    guard = ClockGuard(RELEASE_EPOCH)
+    guard.observe(T0, 0.0)
+    guard.observe(T0 - 300, 1.0)
+    verdict = guard.observe(T0 - 299, 2.0)
+    assert not verdict.usable and verdict.jump_s == 0
+    assert verdict.reason.startswith("clock went back 5 min")
+    assert guard.observe(T0 + 1, 303.0).usable
