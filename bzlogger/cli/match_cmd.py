@@ -201,6 +201,10 @@ def export(ctx: CliContext, fmt: str, since: str | None, until: str | None,
         async with await Store.open(settings.store) as store:
             return await store.own_keys(first, last)
 
+    if fmt not in settings.ble.advertise:
+        click.secho(f"warning: the kiosk does not advertise {fmt} ([ble] advertise = "
+                    f"{settings.ble.advertise}): no phone can have recorded these keys",
+                    err=True, fg="yellow")
     days = asyncio.run(read())
     if not days:
         raise OperationalError("the store holds no keys of the kiosk for these days; is the "

@@ -272,6 +272,7 @@ def test_keys_export_round_trip(kiosk: Kiosk) -> None:
         (k.bluezone_key, k.day_start, k.day_start + 86399, 96) for k in own]
     result = kiosk.run("keys", "export", "--format", "gaen", "-o", str(out_zip))
     assert result.exit_code == 0, result.output
+    assert "does not advertise gaen" in result.stderr  # the default is Bluezone only
     export = gaen_export.read_export(out_zip.read_bytes())
     assert export.signatures == ()
     assert [(k.key_data, k.rolling_start, k.rolling_period) for k in export.keys] == [
