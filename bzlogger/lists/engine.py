@@ -13,10 +13,12 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any, Protocol
 
 from bzlogger.core.matching import Hit
+from bzlogger.errors import OperationalError
 
 #: Keys per task: big enough to amortise the vectorised lookup, small for a smooth bar.
 CHUNK_KEYS = 2048
@@ -68,18 +70,27 @@ def run(matcher: Matcher, keys: Sequence[Any], *, workers: int | None = None,
         return hits
     _job = (matcher, keys)
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-            pending: dict[Future[list[Hit]], int] = {}
-            queue = iter(ranges)
-            for start, stop in queue:
-                pending[pool.submit(_run_range, start, stop)] = stop - start
-                if len(pending) >= 2 * count:
-                    hits += _collect(pending, progress)
-            while pending:
-                hits += _collect(pending, progress)
+        return _run_pool(ranges, count, progress)
+    except BrokenProcessPool:
+        raise OperationalError(
+            "a matching worker process died (out of memory? see MemoryMax of the unit); "
+            "nothing was recorded") from None
     finally:
         _job = None
+
+
+def _run_pool(ranges: Sequence[tuple[int, int]], count: int,
+              progress: Callable[[int], None] | None) -> list[Hit]:
+    hits: list[Hit] = []
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+        pending: dict[Future[list[Hit]], int] = {}
+        for start, stop in ranges:
+            pending[pool.submit(_run_range, start, stop)] = stop - start
+            if len(pending) >= 2 * count:
+                hits += _collect(pending, progress)
+        while pending:
+            hits += _collect(pending, progress)
     return sorted(hits, key=lambda h: (h.key_index, h.start, h.encounter_index))
 
 

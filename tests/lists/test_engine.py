@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from bzlogger.core import matching
+from bzlogger.errors import OperationalError
 from bzlogger.ids import bluezone, gaen
 from bzlogger.lists import engine
 from bzlogger.lists.bluezone_list import BluezoneEntry
@@ -51,3 +55,16 @@ def test_parallel_bluezone_equals_sequential(monkeypatch: pytest.MonkeyPatch) ->
     parallel = engine.run(matcher, entries, workers=2, chunk=100)
     assert [h.key_index for h in parallel] == planted
     assert parallel == engine.run(matcher, entries, workers=1)
+
+
+class _Dying:
+    """A matcher whose worker process dies (as when the kernel kills it for memory)."""
+
+    def match(self, keys: Sequence[Any]) -> list[matching.Hit]:
+        os._exit(9)
+
+
+def test_a_dead_worker_is_an_operational_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "PARALLEL_THRESHOLD", 0)
+    with pytest.raises(OperationalError, match="worker process died"):
+        engine.run(_Dying(), list(range(10)), workers=2, chunk=5)
