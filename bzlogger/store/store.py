@@ -55,7 +55,7 @@ FETCH_ROWS = 256  # rows per fetch from SQLite: small encounter rows or whole se
 #: Encounters last seen this many whole hours ago are final (gap_s is at most an hour).
 COMPACT_AFTER_HOURS = 2
 #: Encounters per segment at most.
-SEGMENT_MAX = 10_000
+SEGMENT_MAX = 2_000
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 _FIRST_SEEN = operator.attrgetter("first_seen")
 
@@ -262,9 +262,9 @@ class Store:
     async def find_encounters(self, protocol: Protocol, identifiers: Iterable[bytes],
                               since: float | None = None, until: float | None = None
                               ) -> list[Encounter]:
-        """Encounters of any of ``identifiers``, looked up by blind index on every day
-        between ``since`` and ``until`` that still has a key."""
-        wanted = set(identifiers)
+        """Encounters of any of ``identifiers`` that began on a UTC day from ``since`` to
+        ``until`` (all days when None), looked up by blind index, oldest first."""
+        wanted = list(set(identifiers))
         first = day_number(since) if since is not None else None
         last = day_number(until) if until is not None else None
         self._refresh_keyring()
@@ -277,6 +277,8 @@ class Store:
             blinds = [key.blind(protocol, i) for i in wanted]
             for start in range(0, len(blinds), _IN_CHUNK):
                 part = blinds[start:start + _IN_CHUNK]
+                # A segment may hold identifiers of several chunks: keep this chunk's only.
+                chunk_ids = set(wanted[start:start + _IN_CHUNK])
                 marks = ",".join("?" * len(part))
                 sql = ("SELECT 0, rk, protocol, day, blob FROM encounters "  # noqa: S608
                        f"WHERE day = ? AND protocol = ? AND blind IN ({marks}) UNION ALL "
@@ -286,7 +288,8 @@ class Store:
                 code = PROTOCOL_CODE[protocol]
                 rows = await (await self._read_connection()).execute_fetchall(
                     sql, (day, code, *part, day, code, *part))
-                found.extend(e for e in await self._decode_rows(rows) if e.identifier in wanted)
+                found.extend(e for e in await self._decode_rows(rows)
+                             if e.identifier in chunk_ids)
         found.sort(key=_FIRST_SEEN)
         return found
 

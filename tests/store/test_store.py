@@ -267,6 +267,8 @@ async def test_compaction_keeps_every_encounter_readable(store_settings: StoreSe
         probe = [encounters[10], encounters[1500], encounters[-1]]
         for e in probe:
             assert await store.find_encounters(e.protocol, [e.identifier]) == [e]
+        many = [e for e in encounters if e.protocol is Protocol.GAEN]  # > 1 query chunk
+        assert await store.find_encounters(Protocol.GAEN, [e.identifier for e in many]) == many
         assert await store.newest_time() == max(e.last_seen for e in encounters)
         stats = await store.stats(DAY0)
         assert stats.encounters == 2000 and stats.encounters_today == sum(
