@@ -17,7 +17,7 @@ from pathlib import Path
 from bzlogger.config import EncounterSettings, StoreSettings
 from bzlogger.core.aggregation import Aggregator
 from bzlogger.ids.schedule import DayKeys
-from bzlogger.model import Exposure, Platform, Protocol, Sighting
+from bzlogger.model import Encounter, Exposure, Platform, Protocol, Sighting
 from bzlogger.store import Store
 from tests.store.conftest import DAY0
 
@@ -71,6 +71,11 @@ async def test_no_identifier_or_exact_time_in_any_file(store_settings: StoreSett
                 assert str(int(first_seen)).encode() not in data, f"exact time in {name}"
 
 
+async def _read_all(settings: StoreSettings) -> list[Encounter]:
+    async with await Store.open(settings) as store:
+        return await store.encounters()
+
+
 def test_kill_9_during_heavy_ingest(store_settings: StoreSettings) -> None:
     async def create() -> None:
         async with await Store.open(store_settings, create=True):
@@ -85,9 +90,12 @@ def test_kill_9_during_heavy_ingest(store_settings: StoreSettings) -> None:
     try:
         assert writer.stdout.readline().strip() == "ready"
         committed: list[float] = []
-        while len(committed) < 4:  # let it write for a few seconds
+        seen: list[int] = []
+        while len(committed) < 4:  # let it write for a few seconds, reading meanwhile
             line = writer.stdout.readline().split()
             committed.append(float(line[1]))
+            seen.append(len(asyncio.run(_read_all(store_settings))))
+        assert seen == sorted(seen) and seen[-1] > 0  # another process reads while it writes
         time.sleep(random.Random().uniform(0.1, 0.9))  # somewhere inside a flush interval
         killed_at = time.time()
         os.kill(writer.pid, signal.SIGKILL)
