@@ -141,6 +141,8 @@ def _decode(text: str, pos: int, name: str) -> tuple[Any, int]:
                         f"{error.msg}") from None
     except RecursionError:
         raise ListError(f"{name}: invalid JSON: nested too deeply") from None
+    except ValueError as error:  # e.g. an integer longer than Python converts (4300 digits)
+        raise ListError(f"{name}: invalid JSON at character {pos}: {error}") from None
     return value, _skip(text, end)
 
 
