@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -141,7 +142,7 @@ def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
                 with archive.open(info) as stream:
                     members[info.filename] = read_stream(
                         stream, limits.max_member_bytes, f"{name}: {info.filename}")
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
                 raise ListError(f"{name}: cannot inflate {info.filename}: {error}") from None
     return members
 
