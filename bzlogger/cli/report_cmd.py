@@ -36,14 +36,14 @@ def report() -> None:
 @click.option("--tz", "tz_text", metavar="ZONE",
               help="Time zone of the hours: an IANA name (Asia/Ho_Chi_Minh), UTC or +07:00 "
                    "[default: the kiosk's local time zone].")
-@click.option("--min-rssi", type=click.IntRange(-127, 0), default=AdoptionParams().min_rssi,
-              show_default=True,
-              help="Calibrated dBm an encounter must reach to count as passing the door.")
+@click.option("--min-rssi", type=click.IntRange(-127, 0), default=None,
+              help="Calibrated dBm an encounter must reach to count as passing the door "
+                   "[default: [encounters] min_rssi].")
 @click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png|FILE.svg", help="Also draw the chart for the report.")
 @format_option(csv_allowed=True)
 @pass_context
-def daily(ctx: CliContext, day_text: str | None, tz_text: str | None, min_rssi: int,
+def daily(ctx: CliContext, day_text: str | None, tz_text: str | None, min_rssi: int | None,
           chart_path: Path | None, fmt: str) -> None:
     """People with a contact-tracing app who passed the door, per hour.
 
@@ -60,7 +60,9 @@ def daily(ctx: CliContext, day_text: str | None, tz_text: str | None, min_rssi: 
     tz = _timezone(tz_text)
     day = _day(day_text, tz, ctx)
     settings = ctx.settings()
-    params = AdoptionParams(bluezone_slot_s=86400 / settings.ble.bluezone_max, min_rssi=min_rssi)
+    params = AdoptionParams(bluezone_slot_s=86400 / settings.ble.bluezone_max,
+                            min_rssi=settings.encounters.min_rssi if min_rssi is None
+                            else min_rssi)
     start, end = day_bounds(day, tz)
 
     async def load() -> list[Any]:

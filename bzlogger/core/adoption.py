@@ -6,7 +6,8 @@ Counting identifiers over-counts people: a phone changes its identifier every 15
 shows up as three or four identifiers. The estimate corrects for that by *chaining*:
 
 1. Encounters whose strongest signal stays below ``min_rssi`` are left out: those
-   phones never came near the door (people in the street, behind a wall).
+   phones never came near the door (people in the street, behind a wall; the daemon's
+   own ``[encounters] min_rssi`` already drops most of them).
 2. Encounters of the same identifier are merged (a phone that went quiet for longer
    than the encounter gap is still one phone).
 3. An identifier B *continues* an identifier A (same phone, new identifier) when they
@@ -64,8 +65,11 @@ class AdoptionParams:
 
     #: Seconds per Bluezone identifier: 86400 / ``[ble] bluezone_max``.
     bluezone_slot_s: float = 900.0
-    #: Weaker encounters (strongest calibrated RSSI, dBm) never came near the door.
-    min_rssi: int = -80
+    #: Weaker encounters (strongest calibrated RSSI, dBm) never came near the door. The
+    #: daemon already drops sightings below ``[encounters] min_rssi`` (people in the
+    #: street), which is the default here too: an encounter of a phone walking past with
+    #: few samples has a low smoothed maximum, and a higher floor would lose it.
+    min_rssi: int = -90
     #: How long after a phone's old identifier is last seen its new one may first appear:
     #: Bluezone rotates at known times (and an iPhone's new ID needs a GATT read), GAEN at
     #: random times, where a wide window would join strangers.

@@ -88,7 +88,7 @@ def test_gaen_rotation_rules() -> None:
 
 
 def test_weak_encounters_are_people_outside_and_ids_are_merged() -> None:
-    street = enc(at(8), at(8) + 40, rssi=-92)
+    street = enc(at(8), at(8) + 40, rssi=-96)
     ident = bytes(12)
     gone_quiet = [enc(at(9), at(9) + 60, ident=ident), enc(at(9) + 400, at(9) + 460,
                                                           ident=ident)]

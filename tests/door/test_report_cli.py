@@ -67,7 +67,7 @@ def test_json_report_matches_the_ground_truth(
     assert sum(g["people"] for g in eight["by"]) == eight["people"]
     assert {(g["protocol"], g["platform"]) for g in eight["by"]} == {
         ("bluezone", "android"), ("bluezone", "ios"), ("gaen", "unknown")}
-    assert "identifier" in doc["method"] and "-80 dBm" in doc["method"]
+    assert "identifier" in doc["method"] and "-90 dBm" in doc["method"]
     svg = chart.read_text()
     assert svg.startswith("<svg") and "App users at the door" in svg
     text = json.dumps(doc)
