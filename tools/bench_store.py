@@ -10,7 +10,7 @@
    (target < 3 s).
 
 Usage: .venv/bin/python tools/bench_store.py [--encounters 500000] [--days 14]
-       [--sightings 400000] [--dir DIR]
+       [--sightings 400000] [--dir DIR (keep and reuse the fortnight store)]
 """
 
 from __future__ import annotations
@@ -115,12 +115,15 @@ async def build_fortnight(settings: StoreSettings, count: int, days: int) -> Non
 
 async def bench_fortnight(base: Path, count: int, days: int) -> tuple[float, float]:
     """Seconds to list one day, and to open and decrypt the whole store."""
-    settings = _settings(base / "fortnight")
+    directory = base / f"fortnight-{count}-{days}"
+    reuse = directory.exists()
+    settings = _settings(directory)
     t0 = time.perf_counter()
-    await build_fortnight(settings, count, days)
+    if not reuse:
+        await build_fortnight(settings, count, days)
     size = sum(p.stat().st_size for p in settings.path.parent.iterdir())
-    print(f"built {count:,} encounters over {days} days in {time.perf_counter() - t0:.1f} s; "
-          f"files {size / 1e6:.1f} MB")
+    print(f"{'reused' if reuse else 'built'} {count:,} encounters over {days} days in "
+          f"{time.perf_counter() - t0:.1f} s; files {size / 1e6:.1f} MB")
     middle = DAY0 + (days // 2) * 86_400
     t0, c0 = time.perf_counter(), time.process_time()
     async with await Store.open(settings) as store:
@@ -162,12 +165,14 @@ async def main() -> int:
     parser.add_argument("--sightings", type=int, default=400_000)
     parser.add_argument("--encounters", type=int, default=500_000)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--dir", type=Path, help="where to put the stores (default: a temp dir)")
+    parser.add_argument("--dir", type=Path,
+                        help="keep the fortnight store here and reuse it on the next run "
+                        "(default: a temporary directory)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        base = Path(tmp)
-        rate = await bench_ingest(base, args.sightings)
-        one_day, full = await bench_fortnight(base, args.encounters, args.days)
+    with tempfile.TemporaryDirectory() as tmp:
+        rate = await bench_ingest(Path(tmp), args.sightings)
+        # --dir keeps the fortnight store between runs (built once, about 2-3 minutes).
+        one_day, full = await bench_fortnight(args.dir or Path(tmp), args.encounters, args.days)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load = os.getloadavg()[0]
     print(f"peak RSS {peak:.0f} MB; load average {load:.1f} on {os.cpu_count()} CPUs "
