@@ -298,11 +298,18 @@ def _row(url: str, protocol: str, *, keys: int | None = None, verified: bool | N
 
 def _fetch_one(settings: Settings, item: fetch.Item, limits: Limits,
                trust: pipeline.Trust) -> dict[str, Any]:
-    async def seen(keys: Sequence[bytes]) -> bool:
-        async with await Store.open(settings.store) as store:
-            return any([await store.is_list_processed(k) for k in keys])
+    """Fetch, verify, match and record one list; a row for the summary."""
 
-    if item.from_index and asyncio.run(seen([item.memory_key])):
+    async def seen(key: bytes) -> bool:
+        async with await Store.open(settings.store) as store:
+            return await store.is_list_processed(key)
+
+    async def remember() -> None:
+        # Exports listed in an index are immutable: their URL is enough to skip them.
+        async with await Store.open(settings.store) as store:
+            await store.mark_list_processed(item.memory_key, item.url)
+
+    if item.from_index and asyncio.run(seen(item.memory_key)):
         return _row(item.url, item.protocol, status="already processed")
     data = fetch.fetch(item.url, limits.max_file_bytes)
     signature = fetch.fetch(item.signature_url, 64 << 10) if item.signature_url else None
@@ -310,17 +317,13 @@ def _fetch_one(settings: Settings, item: fetch.Item, limits: Limits,
     if loaded.protocol.value != item.protocol:
         raise ListError(f"{item.url}: configured as {item.protocol} but it is a "
                         f"{loaded.protocol} list")
-    if asyncio.run(seen([loaded.digest])):
-        return _row(item.url, item.protocol, keys=loaded.key_count, verified=loaded.verified,
-                    status="already processed")
-    found, new = _match_and_record(settings, [loaded])
-
-    async def remember() -> None:
-        async with await Store.open(settings.store) as store:
-            await store.mark_list_processed(item.memory_key, item.url)
-
+    if asyncio.run(seen(loaded.digest)):
+        status, found, new = "already processed", None, None
+    else:
+        status, (found, new) = "processed", _match_and_record(settings, [loaded])
     if item.from_index:
         asyncio.run(remember())
     return _row(item.url, item.protocol, keys=loaded.key_count, verified=loaded.verified,
-                exposures=len(found), new=len(new), status="processed")
+                exposures=None if found is None else len(found),
+                new=None if new is None else len(new), status=status)
 
