@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -184,15 +184,31 @@ class Supervisor:
         """True while no part is failing persistently."""
         return not self.unhealthy_parts()
 
+    def cancel(self) -> None:
+        """Stop restarting parts and cancel every one of them (they run their cleanup)."""
+        self._stopping = True
+        for entry in self._entries.values():
+            if entry.task is not None:
+                entry.task.cancel()
+
+    async def wait(self, grace_s: float, names: Sequence[str] | None = None) -> list[str]:
+        """Wait up to ``grace_s`` real seconds for the parts ``names`` (all by default) to
+        end after :meth:`cancel`; returns the names of those still running."""
+        entries = [e for n, e in self._entries.items()
+                   if (names is None or n in names) and e.task is not None]
+        tasks = [e.task for e in entries if e.task is not None and not e.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        left = []
+        for entry in entries:
+            if entry.task is not None and entry.task.done():
+                entry.status.state = TaskState.STOPPED
+            else:
+                left.append(entry.status.name)
+        return left
+
     async def stop(self, grace_s: float = 2.0) -> None:
         """Cancel every part and wait up to ``grace_s`` real seconds for them to end."""
-        self._stopping = True
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace_s)
-            for task in pending:
-                _log.warning("part_did_not_stop", part=task.get_name())
-        for entry in self._entries.values():
-            entry.status.state = TaskState.STOPPED
+        self.cancel()
+        for name in await self.wait(grace_s):
+            _log.warning("part_did_not_stop", part=name)
