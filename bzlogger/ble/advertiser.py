@@ -32,7 +32,13 @@ from bzlogger.ble import ad
 from bzlogger.ble.bluez_watch import BLUEZ, PROPERTIES_IFACE, BluezWatch, DBusCallError, call
 from bzlogger.clock import Clock
 from bzlogger.ids import bluezone, gaen
-from bzlogger.ids.schedule import Beacon
+from bzlogger.ids.schedule import (
+    Beacon,
+    DayKeys,
+    bluezone_beacon,
+    gaen_beacon,
+    random_rotation_fraction,
+)
 from bzlogger.logsetup import get_logger, redact
 from bzlogger.model import Protocol
 
@@ -51,6 +57,28 @@ INTERVALS_MS: dict[Protocol, tuple[int, int]] = {
 log = get_logger("ble.advertiser")
 
 BeaconProvider = Callable[[float], Awaitable[Sequence[Beacon]]]
+KeysForDay = Callable[[int], Awaitable[DayKeys]]
+
+
+def schedule_provider(protocols: Sequence[str], keys_for_day: KeysForDay, *,
+                      bluezone_max: int = bluezone.DEFAULT_MAX,
+                      tx_power: int = -8) -> BeaconProvider:
+    """A :data:`BeaconProvider` over the kiosk's key schedule: ``keys_for_day(day_start)``
+    returns that UTC day's :class:`DayKeys` (the daemon persists them before returning);
+    ``protocols`` are the ``[ble] advertise`` entries."""
+    wanted = [Protocol(p) for p in protocols]
+
+    async def provide(now: float) -> list[Beacon]:
+        keys = await keys_for_day(bluezone.utc_midnight(now))
+        out: list[Beacon] = []
+        for protocol in wanted:
+            if protocol is Protocol.BLUEZONE:
+                out.append(bluezone_beacon(keys, now, bluezone_max))
+            else:
+                out.append(gaen_beacon(keys, now, tx_power, random_rotation_fraction()))
+        return out
+
+    return provide
 
 
 class AdvertisingStatus(StrEnum):

@@ -45,7 +45,10 @@ def adapter_path(adapter: str) -> str:
 async def call(bus: MessageBus, message: Message, limit_s: float = 10.0) -> Message:
     """Send ``message`` and return the reply; a D-Bus error raises :class:`DBusCallError`,
     no reply within ``limit_s`` real seconds raises :class:`TimeoutError`."""
-    reply = await asyncio.wait_for(bus.call(message), limit_s)
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+    # that races with the reply, leaving the caller's task running after cancel().
+    async with asyncio.timeout(limit_s):
+        reply = await bus.call(message)
     if reply is None:
         raise DBusCallError("org.freedesktop.DBus.Error.NoReply", "no reply")
     if reply.message_type == MessageType.ERROR:
@@ -74,6 +77,9 @@ class BluezWatch:
         self.adapter_present = False
         self.powered: bool | None = None
         self._refresh_task: asyncio.Task[None] | None = None
+        #: Counts signals; a refresh whose calls overlapped a signal keeps the signal's
+        #: (newer) news instead of its own answers.
+        self._signals = 0
 
     @property
     def connected(self) -> bool:
@@ -125,6 +131,7 @@ class BluezWatch:
         bus = self.bus
         if bus is None:
             return
+        seen = self._signals
         try:
             reply = await call(bus, Message(destination=DBUS, path="/org/freedesktop/DBus",
                                             interface=DBUS, member="GetNameOwner",
@@ -132,18 +139,21 @@ class BluezWatch:
             owner: str | None = reply.body[0]
         except DBusCallError:
             owner = None
-        if owner != self.owner:
-            self._set_owner(owner)
+        if seen != self._signals:
+            return  # a signal overtook this answer; it already told us what changed
+        self._set_owner(owner)
         if owner is None:
             self._set_adapter(False, None)
             return
         try:
-            reply = await call(bus, Message(destination=BLUEZ, path=self.path,
+            reply = await call(bus, Message(destination=owner, path=self.path,
                                             interface=PROPERTIES_IFACE, member="Get",
                                             signature="ss", body=[ADAPTER_IFACE, "Powered"]))
-            self._set_adapter(True, bool(reply.body[0].value))
+            present, powered = True, bool(reply.body[0].value)
         except DBusCallError:
-            self._set_adapter(False, None)
+            present, powered = False, None
+        if seen == self._signals:
+            self._set_adapter(present, powered)
 
     async def set_powered(self, powered: bool) -> None:
         """Switch the adapter on or off (``org.bluez.Adapter1.Powered``)."""
@@ -161,6 +171,7 @@ class BluezWatch:
             return
         member = message.member
         if member == "NameOwnerChanged" and message.body and message.body[0] == BLUEZ:
+            self._signals += 1
             new = message.body[2] or None
             self._set_owner(new)
             if new is None:
@@ -171,15 +182,18 @@ class BluezWatch:
         elif member == "PropertiesChanged" and message.path == self.path:
             interface, changed, _invalidated = message.body
             if interface == ADAPTER_IFACE and "Powered" in changed:
+                self._signals += 1
                 self._set_adapter(True, bool(changed["Powered"].value))
         elif member == "InterfacesAdded" and message.body and message.body[0] == self.path:
             interfaces: dict[str, Any] = message.body[1]
             props = interfaces.get(ADAPTER_IFACE)
             if props is not None:
+                self._signals += 1
                 powered = props.get("Powered")
                 self._set_adapter(True, bool(powered.value) if powered is not None else None)
         elif (member == "InterfacesRemoved" and message.body
               and message.body[0] == self.path and ADAPTER_IFACE in message.body[1]):
+            self._signals += 1
             self._set_adapter(False, None)
 
     def _schedule_refresh(self) -> None:

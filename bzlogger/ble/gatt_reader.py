@@ -276,8 +276,8 @@ class GattReader:
         try:
             if job.device is None:
                 raise ReadError("no_device", "no BlueZ device to connect to")
-            identifier = await asyncio.wait_for(self._read(job.device),
-                                                self.connect_timeout_s * 2 + 5)
+            async with asyncio.timeout(self.connect_timeout_s * 2 + 5):
+                identifier = await self._read(job.device)
         except asyncio.CancelledError:
             self.planner.read_failed(job.address, "cancelled", self.clock.now())
             raise
@@ -304,7 +304,8 @@ class GattReader:
             value = bytes(await client.read_gatt_char(bluezone.IOS_CHARACTERISTIC_UUID))
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), self.connect_timeout_s)
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await client.disconnect()
         if len(value) != bluezone.ID_LENGTH:
             raise ReadError("bad_length", f"{len(value)} bytes")
         return value

@@ -239,7 +239,8 @@ class BleScanner:
         scanner = BleakScanner(detection_callback=self._on_advertisement,
                                bluez={"adapter": self.settings.adapter,
                                       "filters": DISCOVERY_FILTERS})  # type: ignore[typeddict-item]
-        await asyncio.wait_for(scanner.start(), CALL_LIMIT_S)
+        async with asyncio.timeout(CALL_LIMIT_S):
+            await scanner.start()
         self._scanner = scanner
 
     async def _stop_scanner(self) -> None:
@@ -247,7 +248,8 @@ class BleScanner:
         if scanner is None:
             return
         try:
-            await asyncio.wait_for(scanner.stop(), CALL_LIMIT_S)
+            async with asyncio.timeout(CALL_LIMIT_S):
+                await scanner.stop()
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -385,8 +387,8 @@ async def reset_bleak_manager() -> None:
     if bus is not None and bus.connected:
         bus.disconnect()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                bus.wait_for_disconnect(), CALL_LIMIT_S)  # type: ignore[no-untyped-call]
+            async with asyncio.timeout(CALL_LIMIT_S):
+                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 _FAULTS_BY_DBUS_ERROR = {
