@@ -158,6 +158,25 @@ async def test_process_notifies_and_stops_cleanly_on_sigterm(
         assert reading.data["scanning"]["per_minute"] > 0
         assert reading.data["advertising"]["active"]
         assert (tmp_path / "run" / "door.json").exists()
+
+        # SIGHUP: a bad config is refused, a good one applied where safe.
+        assert settings.source is not None
+        text = settings.source.read_text()
+        settings.source.write_text(text + "[encounters]\ngap_s = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.5)
+        reload = read_state(settings.daemon.state_file).data["reload"]
+        assert reload["result"].startswith("refused: config key encounters.gap_s")
+        settings.source.write_text(text.replace('advertise = ["bluezone", "gaen"]',
+                                                'advertise = ["bluezone"]')
+                                   + "[encounters]\ngap_s = 60.0\n")
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.5)
+        reload = read_state(settings.daemon.state_file).data["reload"]
+        assert reload["applied"] == ["encounters"] and reload["needs_restart"] == ["ble"]
+        assert read_state(settings.daemon.state_file).data["advertising"]["protocols"] == [
+            "bluezone", "gaen"]  # unchanged until a restart
+
         stop_clock = sim.clock.now()
         stop_real = time.monotonic()
         proc.send_signal(signal.SIGTERM)
