@@ -11,6 +11,7 @@ from bzlogger.cli.context import CliContext, pass_context
 from bzlogger.cli.output import emit, format_option
 from bzlogger.model import Encounter, Protocol
 from bzlogger.store import Store, keyring_path
+from bzlogger.store.crypto import DAY_SECONDS
 from bzlogger.store.keys import create_key_file, key_path
 from bzlogger.timefmt import iso, parse_iso
 
@@ -48,7 +49,7 @@ def init(ctx: CliContext) -> None:
 
 @click.command()
 @click.option("--since", metavar="ISO", help="Only encounters still going on at or after this "
-              "time (e.g. 2026-12-06 or 2026-12-06T08:00:00Z).")
+              "time (e.g. 2026-12-06, 2026-12-06T08:00:00Z, today or yesterday).")
 @click.option("--until", metavar="ISO", help="Only encounters that began at or before this time.")
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]),
               help="Only this protocol.")
@@ -62,8 +63,9 @@ def encounters(ctx: CliContext, since: str | None, until: str | None, protocol: 
     spent at or above close_rssi; flags name replay/plausibility warnings.
     """
     settings = ctx.settings().store
-    start = parse_iso(since) if since else None
-    end = parse_iso(until) if until else None
+    now = ctx.clock().now()
+    start = parse_time(since, now) if since else None
+    end = parse_time(until, now) if until else None
     if start is not None and end is not None and end < start:
         raise click.BadParameter("must not be before --since", param_hint="--until")
 
@@ -73,6 +75,17 @@ def encounters(ctx: CliContext, since: str | None, until: str | None, protocol: 
 
     rows = [encounter_row(e, fmt) for e in asyncio.run(read())]
     emit(rows, fmt, ENCOUNTER_COLUMNS, empty="no encounters")
+
+
+def parse_time(text: str, now: float) -> float:
+    """An ISO 8601 time, or ``now``, ``today`` / ``yesterday`` (their UTC midnight)."""
+    word = text.strip().lower()
+    if word == "now":
+        return now
+    if word in ("today", "yesterday"):
+        midnight = now - now % DAY_SECONDS
+        return midnight - (DAY_SECONDS if word == "yesterday" else 0)
+    return parse_iso(text)
 
 
 def encounter_row(e: Encounter, fmt: str = "json") -> dict[str, Any]:

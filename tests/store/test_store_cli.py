@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bzlogger.cli import cli
+from bzlogger.cli.store_cmd import parse_time
 from bzlogger.config import StoreSettings
 from bzlogger.model import Protocol
 from bzlogger.store import Store
@@ -91,5 +92,13 @@ def test_encounters_json_csv_and_table(config: Path, tmp_path: Path) -> None:
     assert code == 0 and len(parsed) == 15 and {r["protocol"] for r in parsed} == {"gaen"}
     code, out, _ = _run(config, "encounters")
     assert code == 0 and out.splitlines()[0].startswith("PROTOCOL") and len(out.splitlines()) == 31
-    code, _, err = _run(config, "encounters", "--since", "yesterday")
+    code, _, err = _run(config, "encounters", "--since", "last week")
     assert code == 1 and "ISO 8601" in err
+
+
+def test_relative_day_words() -> None:
+    now = DAY0 + 5 * 86_400 + 3_723.5
+    assert parse_time("today", now) == DAY0 + 5 * 86_400
+    assert parse_time("Yesterday", now) == DAY0 + 4 * 86_400
+    assert parse_time("now", now) == now
+    assert parse_time("2026-12-01", now) == DAY0
