@@ -45,11 +45,10 @@ GAEN_TOLERANCE_S = 2 * 3600
 #: A Bluezone sighting may be this far outside its slot (phone clock skew, and iOS IDs
 #: read over GATT that a scanner cached until the slot changed).
 BLUEZONE_TOLERANCE_S = 10 * 60
-#: Bits of the lookup table (2**24 bits = 2 MiB as bytes: 16 MiB as uint8, shared by the
-#: worker processes copy-on-write). With 100,000 stored identifiers about 0.6 % of the
-#: probes are false candidates, each costing one dict lookup.
+#: log2 of the lookup table's size in bits (2**24 bits = 2 MiB, shared by the worker
+#: processes copy-on-write). With 100,000 stored identifiers about 0.6 % of the probes
+#: are false candidates, each costing one dict lookup.
 _TABLE_BITS = 24
-_TABLE_MASK = np.uint64((1 << _TABLE_BITS) - 1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _DAY = bluezone.DAY_SECONDS
 _INTERVALS_PER_DAY = gaen.DEFAULT_ROLLING_PERIOD
@@ -169,17 +168,22 @@ class _Index:
             for day in _days_touched(encounter.first_seen, encounter.last_seen, tolerance):
                 if self.active_days.get(day, -1.0) < latest:
                     self.active_days[day] = latest
-        self.table = np.zeros(1 << _TABLE_BITS, dtype=np.uint8)
+        # One bit per hash value: 2 MiB, small enough to stay in the CPU caches.
+        self.table = np.zeros(1 << (_TABLE_BITS - 3), dtype=np.uint8)
         self.tolerance = tolerance
 
     def mark(self, hashes: npt.NDArray[np.uint64]) -> None:
-        self.table[hashes] = 1
+        """Set the bits of ``hashes`` (values below 2**_TABLE_BITS)."""
+        values = hashes.astype(np.intp)
+        np.bitwise_or.at(self.table, values >> 3, np.left_shift(1, values & 7).astype(np.uint8))
 
     def candidates(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
         """Positions whose hash is in the table (a superset of the true hits)."""
         if not hashes.size:
             return np.empty(0, dtype=np.intp)
-        return np.flatnonzero(self.table[hashes])
+        values = hashes.astype(np.uint32)
+        bits = (self.table[values >> 3] >> (values & 7).astype(np.uint8)) & 1
+        return np.flatnonzero(bits)
 
     def confirm(self, identifier: bytes, start: int, end: int) -> list[int]:
         """Encounters of ``identifier`` overlapping ``[start, end)`` +- tolerance."""
