@@ -116,7 +116,7 @@ def read_export(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "expor
 def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as error:
+    except (zipfile.BadZipFile, ValueError, NotImplementedError) as error:
         raise ListError(f"{name}: not a readable zip file ({error})") from None
     with archive:
         infos = archive.infolist()
@@ -142,7 +142,8 @@ def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
                 with archive.open(info) as stream:
                     members[info.filename] = read_stream(
                         stream, limits.max_member_bytes, f"{name}: {info.filename}")
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
+                    NotImplementedError) as error:  # unsupported compression method
                 raise ListError(f"{name}: cannot inflate {info.filename}: {error}") from None
     return members
 
