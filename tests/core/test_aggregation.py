@@ -13,6 +13,7 @@ from bzlogger.core.aggregation import (
     FLAG_OUTSIDE_SLOT,
     FLAG_REPLAY,
     GAEN_REPLAY_S,
+    SLOT_TOLERANCE_S,
     Aggregator,
     histogram_median,
 )
@@ -137,13 +138,21 @@ def test_histogram_median() -> None:
     assert histogram_median({-70: 2, -60: 1, -50: 3}, 6) == -55
 
 
-_sighting = st.builds(
+_bz_sighting = st.builds(
     Sighting,
     protocol=st.just(BZ),
     identifier=st.integers(0, 4).map(_bz),
     rssi=st.integers(-110, -20),
-    time=st.floats(0, 600, allow_nan=False).map(lambda t: round(t, 2)),
+    time=st.floats(0, 3000, allow_nan=False).map(lambda t: round(t, 2)),
 )
+_en_sighting = st.builds(
+    Sighting,
+    protocol=st.just(EN),
+    identifier=st.integers(0, 4).map(_en),
+    rssi=st.integers(-110, -20),
+    time=st.floats(0, 3000, allow_nan=False).map(lambda t: round(t, 2)),
+)
+_sighting = st.one_of(_bz_sighting, _en_sighting)
 
 
 @settings(max_examples=150, deadline=None)
@@ -163,13 +172,17 @@ def test_invariants_hold_for_any_stream(sightings: list[Sighting], smoothing: in
         latest[(e.protocol, e.identifier, e.first_seen)] = e
     kept = [s for s in ordered if s.rssi + offset >= cfg.min_rssi]
     assert agg.counters.dropped_weak == len(ordered) - len(kept)
-    assert sum(e.samples for e in latest.values()) == len(kept)
+    assert sum(e.samples for e in latest.values()) == len(kept) - agg.counters.replays
     for e in latest.values():
         assert e.first_seen <= e.last_seen
+        if e.protocol is EN:
+            assert e.duration_s <= GAEN_REPLAY_S  # never extended past the replay guard
+        elif e.duration_s > BLUEZONE_SLOT_S + SLOT_TOLERANCE_S:
+            assert FLAG_OUTSIDE_SLOT in e.flags  # longer than any slot: flagged
         assert 0.0 <= e.close_s <= e.duration_s + 1e-9
         assert e.rssi_median <= e.rssi_max and e.rssi_mean <= e.rssi_max
         mine = [s.rssi + offset for s in kept if s.identifier == e.identifier
-                and e.first_seen <= s.time <= e.last_seen]
+                and s.protocol is e.protocol and e.first_seen <= s.time <= e.last_seen]
         assert min(mine) <= e.rssi_mean and e.rssi_max <= max(mine)
     # Same input, same output: the core is deterministic.
     again = Aggregator(cfg, max_open=3)
