@@ -312,13 +312,13 @@ class Store:
         keys again is a no-op; different keys for a day already saved are refused, since
         the first ones may already have been advertised."""
         day = day_number(keys.day_start)
-        existing = await self.own_keys_for_day(keys.day_start)
-        if existing is not None:
-            if existing != keys:
-                raise StoreError(f"the kiosk already has different keys for day {day}; "
-                                 "refusing to replace keys that may have been advertised")
-            return
-        async with self._write() as conn:
+        async with self._write() as conn:  # checked under the write lock: no race
+            existing = await self.own_keys_for_day(keys.day_start)
+            if existing is not None:
+                if existing != keys:
+                    raise StoreError(f"the kiosk already has different keys for day {day}; "
+                                     "refusing to replace keys that may have been advertised")
+                return
             key = (await self._day_keys_for_write({day}))[day]
             blob = key.seal(crypto.encode_own_keys(keys), crypto.own_keys_aad(day))
             await conn.execute("INSERT OR IGNORE INTO own_keys (day, blob) VALUES (?, ?)",
