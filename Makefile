@@ -16,8 +16,9 @@ lint: bootstrap
 	.venv/bin/ruff check bzlogger tests tools
 	.venv/bin/mypy bzlogger
 
+# The long loops (about an hour); SCALE=0.1 for a quick run. See docs/reliability.md.
 reliability: bootstrap
-	$(PY) -m pytest -q -m slow tests
+	$(PY) tools/reliability.py --scale $(or $(SCALE),1)
 
 bench: bootstrap
 	$(PY) tools/bench_store.py
