@@ -57,8 +57,8 @@ def entrance_sightings(count: int, rng: random.Random) -> list[Sighting]:
     return out[:count]
 
 
-async def bench_ingest(base: Path, count: int) -> float:
-    """Sightings per second through Aggregator and Store (wall time)."""
+async def bench_ingest(base: Path, count: int) -> tuple[float, float]:
+    """Sightings per second through Aggregator and Store: by wall time, by CPU time."""
     rng = random.Random(1)
     print(f"generating {count:,} sightings ...", flush=True)
     sightings = entrance_sightings(count, rng)
@@ -85,7 +85,7 @@ async def bench_ingest(base: Path, count: int) -> float:
           f"= {rate:,.0f} sightings/s; {written:,} encounter rows written "
           f"(upserts, one transaction per simulated second); "
           f"dropped weak {aggregator.counters.dropped_weak:,}")
-    return rate
+    return rate, count / cpu
 
 
 async def build_fortnight(settings: StoreSettings, count: int, days: int) -> None:
@@ -113,8 +113,8 @@ async def build_fortnight(settings: StoreSettings, count: int, days: int) -> Non
     await store.close()
 
 
-async def bench_fortnight(base: Path, count: int, days: int) -> tuple[float, float]:
-    """Seconds to list one day, and to open and decrypt the whole store."""
+async def bench_fortnight(base: Path, count: int, days: int) -> dict[str, float]:
+    """Seconds (wall and CPU) to list one day, and to open and decrypt the whole store."""
     directory = base / f"fortnight-{count}-{days}"
     reuse = directory.exists()
     settings = _settings(directory)
@@ -128,15 +128,15 @@ async def bench_fortnight(base: Path, count: int, days: int) -> tuple[float, flo
     t0, c0 = time.perf_counter(), time.process_time()
     async with await Store.open(settings) as store:
         day = await store.encounters(middle, middle + 86_399)
-    one_day, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"list one day: {len(day):,} encounters in {one_day:.3f} s wall, {cpu:.3f} s CPU "
+    one_day, one_day_cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"list one day: {len(day):,} encounters in {one_day:.3f} s wall, {one_day_cpu:.3f} s CPU "
           "(open included)")
     t0, c0 = time.perf_counter(), time.process_time()
     async with await Store.open(settings) as store:
         everything = await store.encounters()
-    full, cpu = time.perf_counter() - t0, time.process_time() - c0
+    full, full_cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"open + decrypt all: {len(everything):,} encounters in {full:.3f} s wall, "
-          f"{cpu:.3f} s CPU")
+          f"{full_cpu:.3f} s CPU")
     t0, c0 = time.perf_counter(), time.process_time()
     total = 0
     async with await Store.open(settings) as store:
@@ -150,7 +150,7 @@ async def bench_fortnight(base: Path, count: int, days: int) -> tuple[float, flo
         found = await store.find_encounters(Protocol.GAEN, probe)
     print(f"blind-index lookup of {len(probe)} identifiers over {days} days: {len(found)} found "
           f"in {time.perf_counter() - t0:.3f} s")
-    return one_day, full
+    return {"one_day": one_day, "one_day_cpu": one_day_cpu, "full": full, "full_cpu": full_cpu}
 
 
 def _settings(directory: Path) -> StoreSettings:
@@ -169,17 +169,22 @@ async def main() -> int:
                         help="keep the fortnight store here and reuse it on the next run "
                         "(default: a temporary directory)")
     args = parser.parse_args()
+    # "On one core": pin this process (and aiosqlite's thread) to a single CPU.
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    print(f"pinned to CPU {cpu}")
     with tempfile.TemporaryDirectory() as tmp:
-        rate = await bench_ingest(Path(tmp), args.sightings)
+        rate, rate_cpu = await bench_ingest(Path(tmp), args.sightings)
         # --dir keeps the fortnight store between runs (built once, about 2-3 minutes).
-        one_day, full = await bench_fortnight(args.dir or Path(tmp), args.encounters, args.days)
+        reads = await bench_fortnight(args.dir or Path(tmp), args.encounters, args.days)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load = os.getloadavg()[0]
     print(f"peak RSS {peak:.0f} MB; load average {load:.1f} on {os.cpu_count()} CPUs "
           "(other processes inflate wall times)")
-    ok = rate >= 20_000 and one_day < 0.5 and full < 3.0
-    print("targets (>= 20,000 sightings/s, one day < 0.5 s, all < 3 s):",
-          "met" if ok else "NOT met")
+    ok = rate >= 20_000 and reads["one_day"] < 0.5 and reads["full"] < 3.0
+    ok_cpu = rate_cpu >= 20_000 and reads["one_day_cpu"] < 0.5 and reads["full_cpu"] < 3.0
+    print("targets (>= 20,000 sightings/s, one day < 0.5 s, all < 3 s): by wall time",
+          "met" if ok else "NOT met", "| by CPU time", "met" if ok_cpu else "NOT met")
     return 0 if ok else 1
 
 
