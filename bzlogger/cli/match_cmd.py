@@ -103,7 +103,7 @@ def _warn_unverified() -> None:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True,
+@click.argument("files", nargs=-1, required=True, metavar="FILE...",
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
               help="Check signatures with this public key instead of the configured ones.")
