@@ -34,6 +34,7 @@ from bzlogger import RELEASE_EPOCH, __version__, config
 from bzlogger.ble.advertiser import Advertiser, AdvertisingStatus
 from bzlogger.ble.gatt_reader import GattReader
 from bzlogger.ble.scanner import BleScanner
+from bzlogger.ble.watchdog import Phase
 from bzlogger.clock import Clock
 from bzlogger.core.aggregation import Aggregator
 from bzlogger.daemon.clock_guard import ClockGuard
@@ -474,9 +475,9 @@ class Daemon:
     def unhealthy(self) -> list[str]:
         """Why the watchdog must not be pinged (empty when healthy)."""
         reasons = [f"{name}: failing repeatedly" for name in self.supervisor.unhealthy_parts()]
-        health = self.scanner.health()
-        if not health.ok:
-            reasons.append(f"scanner: {health.reason}")
+        problem = self._scanner_problem()
+        if problem:
+            reasons.append(f"scanner: {problem}")
         now = time.monotonic()
         if (self._store_failing_since is not None
                 and now - self._store_failing_since >= STORE_FAILING_S):
@@ -484,6 +485,21 @@ class Daemon:
         if now - self._last_flush_real >= STALL_S:
             reasons.append(f"pipeline: no flush for {now - self._last_flush_real:.0f} s")
         return reasons
+
+    def _scanner_problem(self) -> str | None:
+        """The scanner's own verdict, except that its "loop is stuck" check fires while
+        the loop is legitimately asleep until its silence deadline (which grows up to
+        16x the watchdog time on a quiet night): that is not wedged."""
+        health = self.scanner.health()
+        if health.ok:
+            return None
+        policy = self.scanner.policy
+        if (health.reason == "supervisor loop is stuck"
+                and policy.phase is Phase.SCANNING
+                and policy.silence_deadline() + STALL_S * self.clock.speed
+                > self.clock.monotonic()):
+            return None
+        return health.reason
 
     def warnings(self) -> list[str]:
         """Problems a restart would not fix, shown in the status."""

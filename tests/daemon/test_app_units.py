@@ -6,7 +6,9 @@ import dataclasses
 from typing import Any
 
 from bzlogger import config
-from bzlogger.daemon.app import RateMeter, reload_plan, status_line
+from bzlogger.clock import ManualClock
+from bzlogger.daemon.app import Daemon, RateMeter, reload_plan, status_line
+from bzlogger.daemon.sdnotify import Notifier
 
 
 def test_reload_applies_encounter_rules_and_flush_interval_and_defers_the_rest() -> None:
@@ -59,3 +61,17 @@ def test_rate_meter_counts_per_minute_over_the_last_minute() -> None:
         meter.update(float(t), 20)
     assert meter.update(3600.0, 20) == 0.0
     assert len(meter._points) <= 8
+
+
+def test_a_scanner_asleep_until_its_silence_deadline_is_not_wedged() -> None:
+    clock = ManualClock(current=1_800_000_000.0, mono=1000.0)
+    daemon = Daemon(config.Settings(), clock, notifier=Notifier(None))
+    scanner = daemon.scanner
+    scanner._running = True  # as inside run(); the loop last ticked at mono 1000
+    scanner.policy.started(1000.0)
+    scanner.policy.silent_restarts = 3  # a quiet night: the limit grew to 8 x 90 s
+    clock.advance(400.0)  # the scanner's own check says "stuck" after 180 s
+    assert scanner.health().reason == "supervisor loop is stuck"
+    assert daemon._scanner_problem() is None
+    clock.advance(400.0)  # past the deadline (720 s) and the grace: really stuck
+    assert daemon._scanner_problem() == "supervisor loop is stuck"
