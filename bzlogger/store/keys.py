@@ -81,8 +81,8 @@ def parse_key(raw: bytes, path: Path) -> bytes:
 def create_key_file(path: Path) -> bool:
     """Create ``path`` with a fresh random key, mode 0600. Never overwrites: returns
     False when the file already exists."""
-    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return False

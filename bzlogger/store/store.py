@@ -115,10 +115,13 @@ class Store:
         path = settings.path
         master = MasterKeys(load_master_key(settings.key_file, environ))
         is_new = _check_file(path, create)
-        if is_new:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
+            if is_new:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
+        except OSError as error:
+            raise StoreError(f"cannot create store {path}: {error.strerror}; check that this "
+                             "user may write its directory") from None
         except sqlite3.Error as error:
             raise StoreError(f"cannot open store {path}: {error}") from None
         try:

@@ -322,3 +322,27 @@ async def test_migration_from_version_1_keeps_data(store_settings: StoreSettings
     async with await Store.open(store_settings) as store:
         assert await store.encounters() == encounters
         assert (await store.stats(DAY0)).schema_version == SCHEMA_VERSION == 2
+
+
+async def test_a_blob_moved_to_another_row_does_not_open(store_settings: StoreSettings) -> None:
+    rng = random.Random(13)
+    encounters = [make_encounter(rng, DAY0 + i, Protocol.GAEN) for i in range(2)]
+    async with await Store.open(store_settings, create=True) as store:
+        await store.add_encounters(encounters)
+    with sqlite3.connect(store_settings.path) as db:
+        (a, blob_a), (b, blob_b) = db.execute("SELECT id, blob FROM encounters").fetchall()
+        db.execute("UPDATE encounters SET blob = ? WHERE id = ?", (blob_b, a))
+        db.execute("UPDATE encounters SET blob = ? WHERE id = ?", (blob_a, b))
+    async with await Store.open(store_settings) as store:
+        with pytest.raises(StoreError, match="does not verify"):
+            await store.encounters()
+
+
+async def test_unusable_directory_gives_a_clear_error(store_settings: StoreSettings,
+                                                      tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings = dataclasses.replace(store_settings, path=blocker / "sub" / "bzlogger.db")
+    with pytest.raises(StoreError, match=r"cannot (read|create) store .*not-a-directory"):
+        await Store.open(settings, create=True)
+    assert blocker.read_text() == ""
