@@ -17,6 +17,25 @@ import structlog
 _configured = False
 
 
+class _StderrLogger:
+    """Writes each rendered line to whatever ``sys.stderr`` is *now*.
+
+    structlog's PrintLogger keeps the stream it was created with; a stream swapped out
+    later (pytest's or click's capture, a daemonising parent) would then be written to
+    after it was closed.
+    """
+
+    def msg(self, message: str) -> None:
+        """Print one rendered log line."""
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
     """Set up structlog and the stdlib root logger (idempotent).
 
@@ -41,7 +60,7 @@ def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries (bleak, dbus-fast, aiosqlite) log through the stdlib: keep them quiet
