@@ -40,7 +40,7 @@ from bzlogger.core.aggregation import Aggregator
 from bzlogger.daemon.clock_guard import ClockGuard
 from bzlogger.daemon.sdnotify import Notifier
 from bzlogger.daemon.state import remove_state, write_state
-from bzlogger.daemon.supervisor import Supervisor, describe
+from bzlogger.daemon.supervisor import Supervisor, describe, scrub
 from bzlogger.errors import ConfigError, OperationalError
 from bzlogger.ids import bluezone
 from bzlogger.ids.schedule import (
@@ -522,7 +522,7 @@ class Daemon:
             "protocols": [p.value for p in self.scan_protocols],
             "active": self.scanner.scanning,
             "phase": health.phase,
-            "detail": health.reason,
+            "detail": scrub(health.reason),
             "per_minute": round(self._adverts_rate.update(mono, stats.get("adverts", 0)), 1),
             "sightings_per_minute": round(self._sightings_rate.update(
                 mono, self.aggregator.counters.sightings), 1),
@@ -542,7 +542,8 @@ class Daemon:
             adv = self.advertiser.state()
             advertising.update(
                 active=adv.status is AdvertisingStatus.ACTIVE, status=adv.status.value,
-                detail=adv.error if verdict.usable else "withheld: clock not plausible",
+                detail=(scrub(adv.error or "") or None) if verdict.usable
+                else "withheld: clock not plausible",
                 next_rotation=None if adv.next_rotation is None else iso(adv.next_rotation),
                 registrations=adv.registrations, failures=adv.failures)
         store = self._store_stats
@@ -550,8 +551,8 @@ class Daemon:
             "version": __version__,
             "phase": self._phase,
             "healthy": not reasons,
-            "unhealthy": reasons,
-            "warnings": self.warnings(),
+            "unhealthy": [scrub(r) for r in reasons],
+            "warnings": [scrub(w) for w in self.warnings()],
             "now": iso(now),
             "started_at": iso(self._started_at),
             "uptime_s": round(now - self._started_at),

@@ -10,6 +10,7 @@ resources such as BlueZ), not in a simulation's accelerated time.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,10 +81,22 @@ class BackoffPolicy:
         return float(min(self.maximum, self.initial * 2**exponent))
 
 
+#: A MAC address (also in BlueZ object paths: dev_AA_BB_CC_DD_EE_FF) or a long hex string
+#: (a contact identifier or key): never copied into logs or the world-readable status.
+_PRIVATE = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[:_]){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f])"
+                      r"|[0-9A-Fa-f]{16,}")
+
+
+def scrub(text: str) -> str:
+    """``text`` without MAC addresses or identifiers (replaced by ``<redacted>``)."""
+    return _PRIVATE.sub("<redacted>", text)
+
+
 def describe(error: BaseException) -> str:
-    """A one-line description of an exception for logs and the status."""
+    """A one-line description of an exception for logs and the status, scrubbed of MAC
+    addresses and identifiers (library errors name device paths)."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return scrub(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
 @dataclass
@@ -154,6 +167,7 @@ class Supervisor:
         """Remember an error for the status (also used by parts that recover by
         themselves and want their hiccups visible)."""
         status = self._entries[task].status if task in self._entries else None
+        message = scrub(message)
         now = self.wall()
         if status is not None:
             status.last_error, status.last_error_at = message, now

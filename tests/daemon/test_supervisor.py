@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bzlogger.daemon.supervisor import BackoffPolicy, Supervisor, TaskState
+from bzlogger.daemon.supervisor import BackoffPolicy, Supervisor, TaskState, describe
 
 
 class FakeTime:
@@ -121,3 +121,15 @@ async def test_a_long_stable_run_resets_the_backoff() -> None:
     assert fake.sleeps == [1, 1, 1]
     assert sup.healthy()
     await sup.stop()
+
+
+def test_error_messages_never_carry_macs_or_identifiers() -> None:
+    error = OSError("D-Bus connection lost (/org/bluez/hci0/dev_7E_0D_DC_D6_35_CB), "
+                    "peer 7e:0d:dc:d6:35:cb, id 137cb9f4ad3ac5623f197309")
+    text = describe(error)
+    assert "7E_0D" not in text and "7e:0d" not in text and "137cb9" not in text
+    assert text.count("<redacted>") == 3
+    assert describe(RuntimeError("timeout after 10 s")) == "RuntimeError: timeout after 10 s"
+    sup = Supervisor(wall=lambda: 0.0)
+    sup.record_error("scanner", "device AA:BB:CC:DD:EE:FF gone")
+    assert sup.errors()[0].message == "device <redacted> gone"
