@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bleak import BleakScanner
+from bleak.args.bluez import BlueZDiscoveryFilters
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
@@ -36,7 +37,7 @@ from bzlogger.model import Platform, Protocol, Sighting
 log = get_logger("ble.scanner")
 
 #: Discovery filter: every report (RSSI floor at the minimum) and every payload.
-DISCOVERY_FILTERS: dict[str, Any] = {"RSSI": -127, "DuplicateData": True}
+DISCOVERY_FILTERS: BlueZDiscoveryFilters = {"RSSI": -127, "DuplicateData": True}
 #: Real seconds allowed for a D-Bus discovery call before it counts as failed.
 CALL_LIMIT_S = 10.0
 #: Devices whose connection state is remembered to tell adverts from GATT activity.
@@ -238,7 +239,7 @@ class BleScanner:
     async def _start_scanner(self) -> None:
         scanner = BleakScanner(detection_callback=self._on_advertisement,
                                bluez={"adapter": self.settings.adapter,
-                                      "filters": DISCOVERY_FILTERS})  # type: ignore[typeddict-item]
+                                      "filters": DISCOVERY_FILTERS})
         async with asyncio.timeout(CALL_LIMIT_S):
             await scanner.start()
         self._scanner = scanner
