@@ -16,6 +16,7 @@ creation of day keys; readers in other processes read concurrently (WAL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import os
 import sqlite3
@@ -548,6 +549,11 @@ class Store:
         """One write transaction, holding SQLite's write lock from the start."""
         async with self._write_lock:
             conn = self._conn
+            # A writer cancelled while its BEGIN or COMMIT ran in aiosqlite's thread (the
+            # statement completes there regardless) can leave a transaction open; roll it
+            # back rather than fail every later write with "transaction within a transaction".
+            if conn.in_transaction:
+                await _rollback_quietly(conn)
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as error:
@@ -556,9 +562,16 @@ class Store:
             try:
                 yield conn
             except BaseException:
-                await conn.execute("ROLLBACK")
+                await _rollback_quietly(conn)
                 raise
-            await conn.execute("COMMIT")
+            try:
+                await conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                # SQLite keeps the transaction open after a failed COMMIT (disk full): end it
+                # so that writes work again once the cause is gone.
+                await _rollback_quietly(conn)
+                raise StoreError(f"store {self._settings.path}: write failed: {error}"
+                                 ) from None
 
     async def _day_keys_for_write(self, days: set[int]) -> dict[int, DayKey]:
         """Keys of ``days``, creating missing ones. Call inside :meth:`_write`: the
@@ -685,6 +698,12 @@ def _check_file(path: Path, create: bool) -> bool:
         raise StoreError(f"{path} is not a bzlogger store or is damaged; it was left as it is: "
                          "move it aside and restore a backup or run `bzlogger init`")
     return False
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    """End the open transaction, if any; a failure here must not hide the first error."""
+    with contextlib.suppress(sqlite3.Error):
+        await conn.execute("ROLLBACK")
 
 
 async def _migrate(conn: aiosqlite.Connection, master: MasterKeys, version: int) -> bytes:
