@@ -546,14 +546,17 @@ class Store:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, holding SQLite's write lock from the start."""
+        """One write transaction, holding SQLite's write lock from the start. A failure
+        rolls it back and raises StoreError (nothing of the batch is kept); a writer
+        cancelled mid-way leaves nothing behind that blocks the next one."""
         async with self._write_lock:
             conn = self._conn
-            # A writer cancelled while its BEGIN or COMMIT ran in aiosqlite's thread (the
-            # statement completes there regardless) can leave a transaction open; roll it
-            # back rather than fail every later write with "transaction within a transaction".
+            # Statements of a cancelled writer may still be queued in aiosqlite's thread
+            # (a cancelled await does not unqueue them): wait for them, then undo any
+            # transaction they left open.
+            await conn.execute("SELECT 1")
             if conn.in_transaction:
-                await _rollback_quietly(conn)
+                await self._rollback()
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as error:
@@ -561,17 +564,20 @@ class Store:
                                  ) from None
             try:
                 yield conn
-            except BaseException:
-                await _rollback_quietly(conn)
-                raise
-            try:
                 await conn.execute("COMMIT")
             except sqlite3.Error as error:
-                # SQLite keeps the transaction open after a failed COMMIT (disk full): end it
-                # so that writes work again once the cause is gone.
-                await _rollback_quietly(conn)
-                raise StoreError(f"store {self._settings.path}: write failed: {error}"
-                                 ) from None
+                await self._rollback()
+                raise StoreError(f"store {self._settings.path}: write failed ({error}); "
+                                 "nothing of this batch was kept") from None
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.Error as error:  # no transaction left (SQLite may have ended it)
+            log.debug("rollback", error=str(error))
 
     async def _day_keys_for_write(self, days: set[int]) -> dict[int, DayKey]:
         """Keys of ``days``, creating missing ones. Call inside :meth:`_write`: the
