@@ -252,13 +252,15 @@ class FakeBluez:
         await self._add_match(f"type='signal',sender='{DBUS}',member='NameOwnerChanged'")
         self._objects.clear()
         self._adapters.clear()
+        # Like bluetoothd: own the name first, then the adapters appear (InterfacesAdded
+        # from org.bluez, so clients matching on sender='org.bluez' see them).
+        await bus.request_name(BLUEZ)
         self._add_object("/org/bluez", {"org.bluez.AgentManager1": {},
                                         "org.bluez.ProfileManager1": {}})
         for config in self.adapter_configs:
             adapter = _Adapter(config.name, config.address, config.supported_instances)
             self._adapters[adapter.path] = adapter
             self._add_object(adapter.path, self._adapter_interfaces(adapter))
-        await bus.request_name(BLUEZ)
         self._sweeper = asyncio.create_task(self._sweep_loop())
 
     async def stop(self) -> None:
