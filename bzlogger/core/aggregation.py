@@ -36,6 +36,7 @@ sightings):
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -54,6 +55,8 @@ FIRST_SEEN_MEMORY_S = 3 * 3600
 #: At most this many first sightings are remembered (oldest forgotten first).
 FIRST_SEEN_CAP = 100_000
 
+#: How long the start of a force-closed encounter is remembered (to keep keys unique).
+EVICTED_MEMORY_S = 60.0
 #: Open encounters kept at most (a busy entrance has a few hundred phones in range).
 DEFAULT_MAX_OPEN = 10_000
 
@@ -115,6 +118,9 @@ class Aggregator:
         self._closed: list[Encounter] = []
         # First sighting of every recent identifier, in order of first sighting.
         self._first_seen: dict[_Key, float] = {}
+        # Start of recently force-closed encounters: a new encounter of the same identifier
+        # must not start at the same instant, or both would share one store key.
+        self._evicted_starts: dict[_Key, float] = {}
         self.counters = AggregatorCounters()
 
     @property
@@ -150,7 +156,11 @@ class Aggregator:
                 self._dirty.add(key)
             return
         if state is None:
-            state = _Open(first_seen=now, last_seen=now, last_close=False)
+            start = now
+            previous = self._evicted_starts.pop(key, None)
+            if previous is not None and previous >= now:
+                start = math.nextafter(previous, math.inf)
+            state = _Open(first_seen=start, last_seen=start, last_close=False)
             if len(self._open) >= self._max_open:
                 self._evict_oldest()
         else:
@@ -176,6 +186,8 @@ class Aggregator:
         out.extend(_snapshot(key, self._open[key]) for key in self._dirty if key in self._open)
         self._dirty.clear()
         self._forget_first_seen(now)
+        self._evicted_starts = {k: t for k, t in self._evicted_starts.items()
+                                if t >= now - EVICTED_MEMORY_S}
         return out
 
     def _sample(self, state: _Open, sighting: Sighting, rssi: int) -> None:
@@ -214,6 +226,9 @@ class Aggregator:
         key, state = next(iter(self._open.items()))
         self._close(key, state)
         self.counters.forced_closes += 1
+        if len(self._evicted_starts) >= self._max_open:
+            del self._evicted_starts[next(iter(self._evicted_starts))]
+        self._evicted_starts[key] = state.first_seen
 
     def _remember_first(self, key: _Key, now: float) -> float:
         first = self._first_seen.get(key)
