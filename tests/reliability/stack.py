@@ -123,8 +123,10 @@ async def _after_crash(kiosk: Kiosk, sim: SimulatedBluez,
     samples = sum(e.samples for e in encounters)
     if samples < samples_before:
         found["samples went down"] = (samples_before, samples)
+    # Nothing could be seen before this run started scanning: the downtime between two
+    # runs is not a loss of the run.
     newest = max((e.last_seen for e in encounters), default=0.0)
-    lost = max(0.0, kill_clock - newest) / sim.clock.speed
+    lost = max(0.0, kill_clock - max(newest, up_clock)) / sim.clock.speed
     losses.append(lost)
     if lost > allowed_s:
         found["lost seconds"] = round(lost, 2)
