@@ -61,9 +61,6 @@ async def test_a_damaged_store_is_refused_and_left_as_it_was(tmp_path: Path,
     assert_ok(result)
 
 
-@pytest.mark.xfail(strict=True, reason="Store._write leaves the transaction open when COMMIT "
-                   "fails (disk full): every later write fails with 'cannot start a "
-                   "transaction within a transaction' (/tmp/reliability-findings.md #1)")
 async def test_store_writes_again_after_a_commit_failed_on_a_full_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
@@ -79,7 +76,7 @@ async def test_store_writes_again_after_a_commit_failed_on_a_full_disk(
 
         # SQLite answers SQLITE_FULL to a COMMIT that cannot write the WAL and may keep
         # the transaction open (the application is to ROLLBACK): what the disk-full
-        # campaign hit.
+        # campaign hit before the store rolled back failed writes.
         def failing_execute(sql: str, *args: Any) -> Any:
             if sql == "COMMIT" and full["left"]:
                 full["left"] -= 1
