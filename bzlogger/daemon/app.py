@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import time
@@ -63,6 +64,11 @@ QUEUE_SIZE = 20_000
 #: Everything must be stopped, flushed and closed within this many real seconds of
 #: SIGTERM (the contract says 5; the rest is left for the interpreter's exit).
 STOP_BUDGET_S = 4.0
+#: Unwritten encounters kept in memory while the store cannot be written (disk full, a
+#: read-only filesystem): some 25 MB. Beyond it the oldest are dropped and counted, so
+#: that a long outage under a flood of identifiers keeps the newest data without
+#: exhausting memory.
+PENDING_LIMIT = 50_000
 #: Real seconds between two state-file writes.
 REPORT_EVERY_S = 1.0
 #: If the daemon is not fully up after this many real seconds it still tells systemd it
@@ -135,6 +141,7 @@ class Daemon:
         self.guard = ClockGuard(RELEASE_EPOCH)
         self._stop = asyncio.Event()
         self._pending: dict[tuple[IdProtocol, bytes, float], Encounter] = {}
+        self._dropped_pending = 0
         self._keys: DayKeys | None = None
         self._keys_lock = asyncio.Lock()
         self._store_stats: StoreStats | None = None
@@ -378,7 +385,17 @@ class Daemon:
     def _take(self, encounters: list[Encounter]) -> None:
         for encounter in encounters:
             key = (encounter.protocol, encounter.identifier, encounter.first_seen)
-            self._pending[key] = encounter  # a newer snapshot replaces an older one
+            # A newer snapshot replaces an older one and becomes the newest entry.
+            self._pending.pop(key, None)
+            self._pending[key] = encounter
+        excess = len(self._pending) - PENDING_LIMIT
+        if excess > 0:
+            for key in list(itertools.islice(self._pending, excess)):
+                del self._pending[key]
+            if not self._dropped_pending:
+                log.error("store not writable and too many encounters waiting: dropping "
+                          "the oldest", limit=PENDING_LIMIT)
+            self._dropped_pending += excess
 
     async def _write_pending(self) -> None:
         if not self._pending:
@@ -566,6 +583,7 @@ class Daemon:
             "encounters": {"today": None if store is None else store.encounters_today,
                            "open": self.aggregator.open_count,
                            "pending": len(self._pending),
+                           "dropped_unwritten": self._dropped_pending,
                            "closed_since_start": self.aggregator.counters.encounters_closed},
             "store": {"path": str(self.settings.store.path),
                       "size_bytes": None if store is None else store.size_bytes,

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
+from bzlogger.clock import ManualClock
 from bzlogger.config import StoreSettings
+from bzlogger.daemon.app import PENDING_LIMIT, Daemon
 from bzlogger.errors import OperationalError
 from bzlogger.model import Protocol
 from bzlogger.store import Store
 from bzlogger.store.keys import create_key_file
 from tests.reliability import hostile, resources, soak, stack
-from tests.reliability.common import CampaignResult
+from tests.reliability.common import CampaignResult, make_kiosk
 from tests.store.conftest import DAY0, make_encounter
 
 needs_dbus = pytest.mark.skipif(shutil.which("dbus-daemon") is None,
@@ -89,6 +91,24 @@ async def test_store_writes_again_after_a_commit_failed_on_a_full_disk(
         await store.add_encounters(second)  # the space is back
         stored = {e.identifier for e in await store.encounters()}
     assert {e.identifier for e in second} <= stored
+
+
+async def test_unwritten_encounters_stay_bounded_keeping_the_newest(tmp_path: Path) -> None:
+    # A flood of identifiers while the store cannot be written: the daemon keeps at most
+    # PENDING_LIMIT encounters in memory, the newest ones, and counts what it dropped.
+    kiosk = await make_kiosk(tmp_path)
+    daemon = Daemon(kiosk.settings, ManualClock(DAY0))
+    rng = random.Random(8)
+    batches = [[make_encounter(rng, DAY0 + 60 * minute + i, Protocol.BLUEZONE)
+                for i in range(10_000)] for minute in range(PENDING_LIMIT // 10_000 + 3)]
+    for batch in batches:
+        daemon._take(batch)
+    counts = daemon.snapshot()["encounters"]
+    assert counts["pending"] == PENDING_LIMIT
+    assert counts["dropped_unwritten"] == 30_000
+    kept = {e.identifier for e in daemon._pending.values()}
+    assert {e.identifier for e in batches[-1]} <= kept
+    assert not {e.identifier for e in batches[0]} & kept
 
 
 # -- hostile input (in process) ------------------------------------------------------
