@@ -222,6 +222,9 @@ class FakeBluez:
         #: sensitivity, silence and filter checks), with the adapter name: the ground truth
         #: of an RSSI series, whether or not bluetoothd signalled it.
         self.report_listeners: list[Callable[[Report, str], None]] = []
+        #: Whether the device ``owner`` still answers at ``address`` (in range, not rotated
+        #: away); None means always. A connection to an unreachable device times out.
+        self.reachable: Callable[[str, str], bool] | None = None
         self._address_rng = hashlib.sha256(f"sim-adverts-{seed}".encode()).digest()
         self._address_counter = itertools.count()
         self._bus: MessageBus | None = None
@@ -600,9 +603,11 @@ class FakeBluez:
             raise BluezError(ERR + "InProgress", "In Progress")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         device.connecting = future
-        if device.gatt is None or fault == "connect_timeout":
-            # A non-connectable advertiser (or a phone that stopped answering) never
-            # completes the LE connection; bluetoothd gives up after its own timeout.
+        gone = self.reachable is not None and not self.reachable(device.owner, device.address)
+        if device.gatt is None or fault == "connect_timeout" or gone:
+            # A non-connectable advertiser, a phone that rotated its address or left, or
+            # one that stopped answering never completes the LE connection; bluetoothd
+            # gives up after its own timeout.
             try:
                 await asyncio.wait_for(asyncio.shield(future),
                                        CONNECT_TIMEOUT_S / self.clock.speed)

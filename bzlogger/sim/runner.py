@@ -59,6 +59,7 @@ class SimulatedBluez:
         self.bluez = FakeBluez(self.clock, adapters, seed=scenario.seed,
                                sensitivity_dbm=scenario.radio.sensitivity_dbm)
         self.bluez.on_walk_away = self._walk_away
+        self.bluez.reachable = self._reachable
         self.visitors: list[Visitor] = list(scenario.visitors)
         self._truth = GroundTruth(scenario.name, scenario.seed, scenario.start, scenario.end)
         self.faults = Faults(self.bluez, self.add_visitor, self._truth.faults)
@@ -177,6 +178,18 @@ class SimulatedBluez:
     def _walk_away(self, visitor_id: str) -> None:
         with contextlib.suppress(KeyError):
             self.visitor(visitor_id).left_at = self.clock.now()
+
+    def _reachable(self, visitor_id: str, address: str) -> bool:
+        try:
+            visitor = self.visitor(visitor_id)
+        except KeyError:
+            return False
+        now = self.clock.now()
+        if not visitor.present(now) or visitor.emission(now).address != address:
+            return False
+        radio = self.scenario.radio
+        return radio.mean_rssi(visitor.tx_power_1m, visitor.distance(now),
+                               visitor.path.extra_loss_db) >= radio.sensitivity_dbm
 
     async def _fault_at(self, at: float, spec: Any) -> None:
         await self.wait_until(at)

@@ -120,3 +120,21 @@ async def test_injected_read_error(sim: SimulatedBluez) -> None:
         with pytest.raises(BleakDBusError):
             await client.read_gatt_char(bluezone.IOS_CHARACTERISTIC_UUID)
         assert len(await client.read_gatt_char(bluezone.IOS_CHARACTERISTIC_UUID)) == 12
+
+
+async def test_old_address_does_not_answer_after_rotation(sim_factory: SimFactory) -> None:
+    # Start 2 s before a slot boundary at 2x: the phone rotates its address while the
+    # old device object is still known to bluetoothd.
+    sim = await sim_factory(IOS.replace('start = "2020-08-17T08:00:00Z"',
+                                        'start = "2020-08-17T08:14:58Z"'), speed=2.0)
+    from bleak import BleakScanner
+
+    old = _address(sim, "ios")
+    device = await BleakScanner.find_device_by_address(old, timeout=5)
+    assert device is not None
+    await sim.clock.sleep(sim.scenario.start + 3 - sim.clock.now())
+    assert _address(sim, "ios") != old
+    with pytest.raises((TimeoutError, BleakDBusError)):
+        async with BleakClient(device, timeout=2):
+            pass
+    assert sim.bluez.stats.connections["ios"] == 0
