@@ -801,6 +801,13 @@ class FakeBluez:
         queue = self._injected.get(member)
         if queue and msg.interface not in (PROPERTIES, OBJECT_MANAGER, INTROSPECTABLE):
             name, text = queue.pop(0)
+            if member == "StopDiscovery" and name == ERR + "InProgress":
+                # bluez issue 807: the kernel refuses the stop, but bluetoothd has already
+                # dropped the client's session (bleak recovers with Start + Stop).
+                adapter = self._adapters.get(msg.path or "")
+                if adapter is not None and msg.sender in adapter.sessions:
+                    adapter.sessions.discard(msg.sender)
+                    self._update_discovering(adapter)
             return Message.new_error(msg, name, text)
         no_reply = bool(msg.flags & MessageFlag.NO_REPLY_EXPECTED)
         try:

@@ -194,3 +194,12 @@ kind = "walk_away"
     assert actions == ["restart_bluetoothd", "inject_error", "gatt_fault"]
     assert sim.bluez.stats.restarts == 1
     assert sim.bluez.running
+
+
+async def test_stop_discovery_in_progress_drops_the_session(
+        simulated_bluez: SimulatedBluez) -> None:
+    scanner = BleakScanner(lambda d, a: None)
+    await scanner.start()
+    simulated_bluez.faults.inject_error("StopDiscovery", "InProgress")
+    await scanner.stop()  # bleak recovers with StartDiscovery + StopDiscovery
+    assert simulated_bluez.bluez.discovery_sessions() == set()
