@@ -118,6 +118,7 @@ def run(only: set[str], scale: float, workdir: Path, log: Callable[[str], None]
                     advert_seeds())])
     step("lists", lambda: [
         hostile.list_fuzz(scaled(50_000, scale, 500)),
+        asyncio.run(hostile.match_refuses(workdir)),
         atheris_run("published lists", "fuzz_lists.py", scaled(300, scale, 20), list_seeds())])
     step("flood", lambda: hostile.run_in_loop(
         lambda: hostile.address_flood(scaled(30, scale, 3))))

@@ -74,18 +74,19 @@ class Kiosk:
 
 async def make_kiosk(root: Path, *, store_dir: Path | None = None, retention_days: int = 21,
                      watchdog_s: float = 10.0, flush_interval_s: float = 1.0,
-                     create_store: bool = True) -> Kiosk:
-    """Config, key and (with ``create_store``) an empty store; the store may live in its
-    own directory (a small filesystem for the disk-full campaign)."""
+                     create_store: bool = True, extra: str = "") -> Kiosk:
+    """Config (plus the TOML text ``extra``), key and (with ``create_store``) an empty
+    store; the store may live in its own directory (a small filesystem for the disk-full
+    campaign)."""
     kiosk = _kiosk_files(root, store_dir or root / "store", retention_days, watchdog_s,
-                         flush_interval_s)
+                         flush_interval_s, extra)
     if create_store:
         await (await Store.open(kiosk.settings.store, create=True)).close()
     return kiosk
 
 
 def _kiosk_files(root: Path, store_dir: Path, retention_days: int, watchdog_s: float,
-                 flush_interval_s: float) -> Kiosk:
+                 flush_interval_s: float, extra: str) -> Kiosk:
     (root / "run").mkdir(parents=True, exist_ok=True)
     path = root / "bzlogger.toml"
     path.write_text(
@@ -93,7 +94,7 @@ def _kiosk_files(root: Path, store_dir: Path, retention_days: int, watchdog_s: f
         f"flush_interval_s = {flush_interval_s}\nretention_days = {retention_days}\n"
         f'[ble]\nadvertise = ["bluezone", "gaen"]\nwatchdog_s = {watchdog_s}\n'
         f'[daemon]\nstate_file = "{root / "run" / "state.json"}"\n'
-        f'[door]\nstate_file = "{root / "run" / "door.json"}"\n')
+        f'[door]\nstate_file = "{root / "run" / "door.json"}"\n' + extra)
     settings = config.load(path)
     if not settings.store.key_file.exists():
         create_key_file(settings.store.key_file)

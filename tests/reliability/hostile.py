@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import itertools
 import math
 import random
 import time
@@ -382,6 +383,53 @@ def list_fuzz(inputs: int, seed: int = 7) -> CampaignResult:
     result.notes.append(f"{refused} refused (ListError), {accepted} mutations still valid, "
                         f"slowest {slowest * 1000:.0f} ms; crafted cases all refused: "
                         f"{crafted_refused}")
+    return result
+
+
+async def match_refuses(workdir: Path) -> CampaignResult:
+    """``bzlogger match`` on every crafted hostile file (and a good export as the
+    control) against a kiosk's store: each refused with exit 1 and one line, the store's
+    files byte-identical afterwards."""
+    from click.testing import CliRunner
+
+    from bzlogger.cli import cli
+    from tests.reliability.common import digest_dir, make_kiosk
+
+    result = CampaignResult("lists: bzlogger match on hostile files")
+    authority = Authority()
+    pem = pem_file(workdir, authority)
+    kiosk = await make_kiosk(workdir / "match", extra=(
+        f'[gaen]\nverification_keys = [{{ key_id = "310", key_version = "v1", '
+        f'pem = "{pem}" }}]\n[lists]\nmax_file_bytes = {1 << 20}\n'))
+    files = workdir / "lists"
+    files.mkdir(exist_ok=True)
+    before = digest_dir(kiosk.store_dir)
+    crafted = list(itertools.takewhile(lambda item: not item[0].startswith("mutation"),
+                                       hostile_lists(random.Random(9), authority)))
+    for number, (name, data) in enumerate(crafted):
+        suffix = ".zip" if data[:2] == b"PK" or "zip" in name or "sig" in name else ".json"
+        path = files / f"hostile-{number}{suffix}"
+        path.write_bytes(data)
+        result.inputs += 1
+        outcome = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["--config", str(kiosk.settings.source), "match",
+                                      str(path)])
+        lines = outcome.stderr.strip().splitlines()
+        if outcome.exit_code != 1 or len(lines) != 1:
+            result.fail(f"{name}: exit {outcome.exit_code}, stderr {lines[-2:]}")
+        if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
+            result.crashes += 1
+    if digest_dir(kiosk.store_dir) != before:
+        result.fail("the store changed")
+    good = files / "good.zip"
+    good.write_bytes(authority.export(export_keys(random.Random(10), 3)))
+    control = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["--config", str(kiosk.settings.source), "match",
+                                  str(good)])
+    if control.exit_code != 0:
+        result.fail(f"control: a good signed export was refused: {control.stderr.strip()}")
+    result.notes.append(f"{result.inputs} crafted files refused by the CLI, store unchanged; "
+                        "a good export accepted")
     return result
 
 

@@ -128,6 +128,14 @@ def test_hostile_lists_fail_fast_with_a_list_error() -> None:
     assert "crafted cases all refused: True" in result.notes[0]
 
 
+async def test_match_refuses_hostile_lists_and_leaves_the_store_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    result = await hostile.match_refuses(tmp_path)
+    assert_ok(result)
+    assert result.inputs >= 20
+
+
 def test_an_address_flood_keeps_the_aggregation_at_its_bound() -> None:
     assert_ok(hostile.run_in_loop(lambda: hostile.address_flood(2)))
 
