@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +52,14 @@ def bus_config(socket_path: str) -> str:
     return _CONFIG.format(socket=socket_path)
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so that a killed test run leaves
+    no dbus-daemon behind (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class PrivateBus:
     """A ``dbus-daemon`` process of our own; ``address`` is valid between start and stop."""
 
@@ -70,7 +81,8 @@ class PrivateBus:
         self._process = await asyncio.create_subprocess_exec(
             executable, f"--config-file={config}", "--nofork", "--nopidfile",
             "--print-address=1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         assert self._process.stdout is not None
         try:
