@@ -343,7 +343,8 @@ class BluezoneMatcher:
                     lengths.append(needed)
                 done += count
                 day_start += _DAY
-                daily = sha256(daily).digest()
+                if done < total:
+                    daily = sha256(daily).digest()
         if not parts:
             return []
         subkeys = b"".join(parts)
