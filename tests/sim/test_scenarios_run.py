@@ -80,3 +80,21 @@ def test_bad_scenario_is_exit_1() -> None:
     result = CliRunner().invoke(cli, ["sim", "describe", "--scenario", "/nonexistent.toml"])
     assert result.exit_code == 1
     assert "not found" in result.output
+
+
+async def test_sim_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    truth_file = tmp_path / "truth.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bzlogger", "sim", "run", "--scenario",
+        str(SCENARIOS / "queue.toml"), "--stay", "--truth", str(truth_file),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    first = await asyncio.wait_for(process.stdout.readline(), 20)
+    assert first.startswith(b"export DBUS_SYSTEM_BUS_ADDRESS=")
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err.decode()
+    assert json.loads(truth_file.read_text())["scenario"] == "queue"
