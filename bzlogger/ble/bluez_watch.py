@@ -10,7 +10,6 @@ and the advertiser rebuild their state when :attr:`BluezWatch.generation` change
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +54,42 @@ async def call(bus: MessageBus, message: Message, limit_s: float = 10.0) -> Mess
         text = str(reply.body[0]) if reply.body else ""
         raise DBusCallError(reply.error_name or "unknown", text)
     return reply
+
+
+_disconnect_events: dict[int, tuple[MessageBus, asyncio.Event]] = {}
+_disconnect_tasks: set[asyncio.Task[None]] = set()
+
+
+def disconnect_event(bus: MessageBus) -> asyncio.Event:
+    """An event set once ``bus`` has disconnected (one watcher per bus, shared).
+
+    Wait on this, never on ``bus.wait_for_disconnect()`` from a task that may be
+    cancelled: that coroutine awaits dbus-fast's own future, and cancelling the waiting
+    task cancels the future itself, so every other waiter (bleak's bus monitor among
+    them) would see a cancellation instead of the disconnect."""
+    entry = _disconnect_events.get(id(bus))
+    if entry is not None and entry[0] is bus:
+        return entry[1]
+    event = asyncio.Event()
+    if not bus.connected:
+        event.set()
+        return event
+    _disconnect_events[id(bus)] = (bus, event)
+
+    async def watch() -> None:
+        try:
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        except Exception:  # a broken connection is a disconnect too
+            log.debug("bus connection ended with an error")
+        finally:
+            event.set()
+            if _disconnect_events.get(id(bus), (None,))[0] is bus:
+                del _disconnect_events[id(bus)]
+
+    task = asyncio.get_running_loop().create_task(watch())
+    _disconnect_tasks.add(task)
+    task.add_done_callback(_disconnect_tasks.discard)
+    return event
 
 
 class BluezWatch:
@@ -123,8 +158,7 @@ class BluezWatch:
         bus = self.bus
         if bus is None:
             return
-        with contextlib.suppress(Exception):
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        await disconnect_event(bus).wait()
 
     async def refresh(self) -> None:
         """Read the owner of ``org.bluez`` and the adapter's ``Powered`` property."""

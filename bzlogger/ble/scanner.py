@@ -25,7 +25,7 @@ from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakErro
 from dbus_fast.aio import MessageBus
 
 from bzlogger.ble.ad import AdFields
-from bzlogger.ble.bluez_watch import BluezWatch
+from bzlogger.ble.bluez_watch import BluezWatch, disconnect_event
 from bzlogger.ble.parser import Kind, classify
 from bzlogger.ble.stats import Counters
 from bzlogger.ble.watchdog import Action, Fault, Phase, ScanPolicy, Step
@@ -134,6 +134,9 @@ class BleScanner:
         try:
             while True:
                 await self._supervise_once()
+        except Exception:
+            log.exception("scanner supervisor failed")
+            raise
         finally:
             self._running = False
             await asyncio.shield(self._stop_scanner())
@@ -156,7 +159,12 @@ class BleScanner:
         if step.action is Action.POWER_CYCLE:
             await self._power_cycle(step)
             return
-        await self._stop_scanner()
+        if step.action is Action.RESTART and self.policy.last_fault is Fault.IN_PROGRESS:
+            # bluetoothd answers InProgress when it still holds a discovery session for
+            # our connection; closing bleak's connection ends that session for sure.
+            await self._drop_scanner(reset_bleak=True)
+        else:
+            await self._stop_scanner()
         try:
             await self._start_scanner()
         except asyncio.CancelledError:
@@ -278,8 +286,7 @@ class BleScanner:
             waiters.append(asyncio.ensure_future(self.watch.wait_disconnected()))
         bleak_bus = _bleak_bus()
         if self._scanner is not None and bleak_bus is not None:
-            waiters.append(asyncio.ensure_future(
-                bleak_bus.wait_for_disconnect()))  # type: ignore[no-untyped-call]
+            waiters.append(asyncio.ensure_future(disconnect_event(bleak_bus).wait()))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -387,9 +394,9 @@ async def reset_bleak_manager() -> None:
     bus = _bleak_bus()
     if bus is not None and bus.connected:
         bus.disconnect()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CALL_LIMIT_S):
-                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+                await disconnect_event(bus).wait()
 
 
 _FAULTS_BY_DBUS_ERROR = {

@@ -84,8 +84,9 @@ async def not_ready(k: Kiosk) -> None:
 
 async def silent_scanner(k: Kiosk) -> None:
     restarts = k.scanner.counters.get("recovery.restart")
-    k.sim.faults.silence_scanner(12.0)
-    await asyncio.sleep(12.0 / k.sim.clock.speed)
+    # 20 s of silence against a 10 s watchdog: discovery is restarted during it
+    k.sim.faults.silence_scanner(20.0)
+    await asyncio.sleep(20.0 / k.sim.clock.speed)
     assert k.scanner.counters.get("recovery.restart") > restarts
 
 
