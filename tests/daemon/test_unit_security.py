@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -64,3 +66,25 @@ def test_example_config_is_valid_and_matches_the_unit() -> None:
     assert settings.store.path == Path("/var/lib/bzlogger/bzlogger.db")
     assert settings.daemon.state_file.parent == Path("/run/bzlogger")  # RuntimeDirectory
     assert str(settings.store.key_file) in _unit_settings()["LoadCredential"][0]
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None
+                    or shutil.which("systemd-tmpfiles") is None or os.geteuid() != 0,
+                    reason="needs systemd-sysusers, systemd-tmpfiles and root")
+def test_sysusers_and_tmpfiles_apply_to_a_fresh_root(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "var" / "lib").mkdir(parents=True)
+    for name in ("passwd", "group"):
+        entry = "root:x:0:" if name == "group" else "root:x:0:0:root:/root:/bin/sh"
+        (tmp_path / "etc" / name).write_text(entry + "\n")
+    subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
+                    str(ROOT / "systemd" / "sysusers.d" / "bzlogger.conf")],
+                   check=True, capture_output=True, timeout=60)
+    passwd = (tmp_path / "etc" / "passwd").read_text()
+    assert "bzlogger:x:" in passwd and "/usr/sbin/nologin" in passwd
+    subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create",
+                    str(ROOT / "systemd" / "tmpfiles.d" / "bzlogger.conf")],
+                   check=True, capture_output=True, timeout=60)
+    state = (tmp_path / "var" / "lib" / "bzlogger").stat()
+    assert stat.S_IMODE(state.st_mode) == 0o700 and state.st_uid != 0
+    assert stat.S_IMODE((tmp_path / "etc" / "bzlogger").stat().st_mode) == 0o755
