@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -128,6 +130,17 @@ async def stored(settings: config.Settings) -> list[Any]:
 # -- the real process -------------------------------------------------------------------
 
 
+def without_network() -> list[str]:
+    """``unshare --net`` when this machine allows it: the daemon then runs, as under the
+    unit's PrivateNetwork=yes, in a network namespace of its own, reaching the bus only
+    through the socket's path."""
+    if shutil.which("unshare") is None:
+        return []
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    return ["unshare", "--net"] if probe.returncode == 0 else []
+
+
+
 async def test_process_notifies_and_stops_cleanly_on_sigterm(
         tmp_path: Path, sim_factory: SimFactory, notify: NotifyListener) -> None:
     settings = await make_kiosk(tmp_path)
@@ -137,7 +150,8 @@ async def test_process_notifies_and_stops_cleanly_on_sigterm(
     log_path = tmp_path / "daemon.log"
     log_file = log_path.open("wb")  # a file, not a pipe nobody drains during the run
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bzlogger", "--config", str(settings.source), "run",
+        *without_network(), sys.executable, "-m", "bzlogger", "--config", str(settings.source),
+        "run",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log_file)
     try:
         try:
