@@ -18,10 +18,10 @@ from bzlogger import config
 from bzlogger.daemon.app import Daemon
 from bzlogger.daemon.sdnotify import Notifier
 from bzlogger.lists.gaen_export import ExportKey
-from bzlogger.model import Encounter, Protocol
+from bzlogger.model import Protocol
 from bzlogger.store import Store
 from bzlogger.store.keys import create_key_file
-from bzlogger.timefmt import parse_iso
+from bzlogger.timefmt import iso, parse_iso
 from tests.conftest import SimFactory
 from tests.lists.conftest import Authority
 
@@ -110,7 +110,8 @@ async def test_positive_visitors_found_with_times_and_closeness(
     assert [(x["protocol"], x["verified"]) for x in report["lists"]] == [
         ("bluezone", False), ("gaen", True)]
     found = {(x["protocol"], x["id"], x["first_seen"]): x for x in report["exposures"]}
-    expected = {(str(e.protocol), e.identifier.hex(), _iso(e)): e for e in positive_logged}
+    expected = {(str(e.protocol), e.identifier.hex(), iso(e.first_seen)): e
+                for e in positive_logged}
     # Every logged sighting of a positive visitor, and nobody else.
     assert set(found) == set(expected)
     for key, row in found.items():
@@ -129,8 +130,3 @@ async def test_positive_visitors_found_with_times_and_closeness(
             assert row["list_key"] in daily and row["attenuation_db"] is None
         assert row["rssi_median"] == encounter.rssi_median
 
-
-def _iso(encounter: Encounter) -> str:
-    from bzlogger.timefmt import iso
-
-    return iso(encounter.first_seen)
