@@ -44,7 +44,9 @@ def render(reading: StateReading) -> list[str]:
     lines.append(f"scanning:     {_scanning(d.get('scanning', {}))}")
     lines.append(f"advertising:  {_advertising(d.get('advertising', {}))}")
     enc = d.get("encounters", {})
-    lines.append(f"encounters:   {enc.get('today', '?')} today, {enc.get('open', 0)} open, "
+    today = enc.get("today")
+    lines.append(f"encounters:   {'?' if today is None else today} today, "
+                 f"{enc.get('open', 0)} open, "
                  f"{enc.get('pending', 0)} waiting to be stored")
     lines.append(f"store:        {_store(d.get('store', {}))}")
     lines.append(f"parts:        {_parts(d.get('parts', []))}")
