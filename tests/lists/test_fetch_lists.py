@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bzlogger.config import ListSource
 from bzlogger.errors import ListError
 from bzlogger.lists import bluezone_list, fetch
 from bzlogger.lists.gaen_export import ExportKey
@@ -164,3 +165,17 @@ protocol = "bluezone"
 def test_fetch_without_sources_is_an_error(kiosk: Kiosk) -> None:
     result = kiosk.run("lists", "fetch")
     assert result.exit_code == 1 and "no [lists] sources" in result.stderr
+
+
+def test_local_index_lists_local_files(tmp_path: Path) -> None:
+    region = tmp_path / "mirror" / "exposureKeyExport-VN"
+    region.mkdir(parents=True)
+    (region / "a.zip").write_bytes(b"PK\x03\x04")
+    (region / "index.txt").write_text("exposureKeyExport-VN/a.zip\nb.zip\n")
+    source = ListSource(url=str(region / "index.txt"), protocol="gaen")
+    found = fetch.items(source, 1 << 20)
+    assert [i.url for i in found] == [str(region / "a.zip"), str(region / "b.zip")]
+    assert all(i.from_index for i in found)
+    assert fetch.fetch(found[0].url, 100) == b"PK\x03\x04"
+    with pytest.raises(ListError, match="cannot read"):
+        fetch.fetch(found[1].url, 100)
