@@ -304,13 +304,17 @@ def _fetch_one(settings: Settings, item: fetch.Item, limits: Limits,
         async with await Store.open(settings.store) as store:
             return await store.is_list_processed(key)
 
-    async def remember() -> None:
-        # Exports listed in an index are immutable: their URL is enough to skip them.
+    async def remember(key: bytes) -> None:
         async with await Store.open(settings.store) as store:
-            await store.mark_list_processed(item.memory_key, item.url)
+            await store.mark_list_processed(key, item.url)
 
     if item.from_index and asyncio.run(seen(item.memory_key)):
         return _row(item.url, item.protocol, status="already processed")
+    # A list republished at the same URL: skip the download when its version (ETag,
+    # Last-Modified, size) was processed before.
+    version = None if item.from_index else fetch.version(item.url)
+    if version is not None and asyncio.run(seen(item.version_key(version))):
+        return _row(item.url, item.protocol, status="not modified")
     data = fetch.fetch(item.url, limits.max_file_bytes)
     signature = fetch.fetch(item.signature_url, 64 << 10) if item.signature_url else None
     loaded = pipeline.load_list(data, item.url, limits, trust, signature)
@@ -322,7 +326,9 @@ def _fetch_one(settings: Settings, item: fetch.Item, limits: Limits,
     else:
         status, (found, new) = "processed", _match_and_record(settings, [loaded])
     if item.from_index:
-        asyncio.run(remember())
+        asyncio.run(remember(item.memory_key))
+    elif version is not None:
+        asyncio.run(remember(item.version_key(version)))
     return _row(item.url, item.protocol, keys=loaded.key_count, verified=loaded.verified,
                 exposures=None if found is None else len(found),
                 new=None if new is None else len(new), status=status)

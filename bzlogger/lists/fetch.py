@@ -8,6 +8,9 @@ a full URL is used as is; otherwise it is taken relative to the directory of the
 or to its parent when the line starts with that directory's name (Google's servers list
 ``<region>/<file>.zip`` next to ``<region>/index.txt``).
 
+A list republished at one URL (a Bluezone list) is probed first with :func:`version`
+(a HEAD request), so that an unchanged list is not downloaded again.
+
 Every download is bounded: a declared ``Content-Length`` over the limit is refused
 before reading, and the body is read in chunks up to the limit.
 """
@@ -49,6 +52,12 @@ class Item:
         immutable once published, so their URL identifies their content)."""
         return hashlib.sha256(b"url\0" + self.url.encode()).digest()
 
+    def version_key(self, version: str) -> bytes:
+        """What the store remembers for one version (see :func:`version`) of a list
+        that is republished at the same URL."""
+        return hashlib.sha256(b"version\0" + self.url.encode() + b"\0" + version.encode()
+                              ).digest()
+
 
 def is_remote(url: str) -> bool:
     """Whether ``url`` names an HTTP(S) resource rather than a local file."""
@@ -88,6 +97,31 @@ def fetch(url: str, limit: int) -> bytes:
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ListError(f"{url}: cannot download: {reason}") from None
+
+
+def version(url: str) -> str | None:
+    """A cheap fingerprint of the current version of ``url`` without downloading it:
+    ETag or Last-Modified and Content-Length from a HEAD request, or a local file's
+    modification time and size. None when the server tells nothing usable (then the
+    list is downloaded and recognised by its content hash)."""
+    if not is_remote(url):
+        try:
+            stat = Path(url.removeprefix("file://")).stat()
+        except OSError:
+            return None
+        return f"file:{stat.st_mtime_ns}:{stat.st_size}"
+    check_url(url)
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        url, method="HEAD", headers={"User-Agent": _USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+            headers = response.headers
+    except (urllib.error.URLError, TimeoutError, OSError):
+        return None
+    tag = headers.get("ETag") or headers.get("Last-Modified")
+    if not tag:
+        return None
+    return f"http:{tag}:{headers.get('Content-Length', '')}"
 
 
 def parse_index(text: str, index_url: str) -> list[str]:

@@ -122,7 +122,21 @@ signature_url = "{base}/f0.json.sig"
     second = kiosk.run("lists", "fetch", "--json")
     assert second.exit_code == 0, second.output
     assert [r["status"] for r in json.loads(second.stdout)] == [
-        "already processed", "processed", "already processed"]
+        "already processed", "processed", "not modified"]
+    assert len(kiosk.alerts.read_text().splitlines()) == 2
+
+    # The Bluezone list republished with a new entry: downloaded, matched, and its
+    # old exposures not alerted again.
+    f0 = bluezone_list.write_list([bluezone_list.BluezoneEntry(k, DAY, DAY + 86399)
+                                   for k in (world.bluezone_positive[0], b"n" * 32)]).encode()
+    (root / "f0.json").write_bytes(f0)
+    (root / "f0.json.sig").write_bytes(authority.sign(f0))
+    third = kiosk.run("lists", "fetch", "--json")
+    assert third.exit_code == 0, third.output
+    rows = json.loads(third.stdout)
+    assert [r["status"] for r in rows] == ["already processed", "already processed",
+                                           "processed"]
+    assert rows[2]["keys"] == 2 and rows[2]["new"] == 0
     assert len(kiosk.alerts.read_text().splitlines()) == 2
 
 
@@ -179,3 +193,17 @@ def test_local_index_lists_local_files(tmp_path: Path) -> None:
     assert fetch.fetch(found[0].url, 100) == b"PK\x03\x04"
     with pytest.raises(ListError, match="cannot read"):
         fetch.fetch(found[1].url, 100)
+
+
+def test_version_fingerprints(tmp_path: Path, server: tuple[str, Path]) -> None:
+    base, root = server
+    (root / "f0.json").write_text("{}")
+    remote = fetch.version(f"{base}/f0.json")
+    assert remote is not None and remote.startswith("http:") and remote.endswith(":2")
+    assert fetch.version(f"{base}/missing.json") is None
+    local = tmp_path / "list.json"
+    local.write_text("{}")
+    first = fetch.version(str(local))
+    local.write_text('{"data": []}')
+    assert first is not None and fetch.version(str(local)) != first
+    assert fetch.version(str(tmp_path / "missing.json")) is None
