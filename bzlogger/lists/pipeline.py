@@ -178,8 +178,11 @@ def without_revoked(exposures: Sequence[Exposure], lists: Sequence[LoadedList]
 
 async def record(store: Store, lists: Sequence[LoadedList], exposures: Sequence[Exposure]
                  ) -> list[Exposure]:
-    """Save ``exposures`` and mark ``lists`` processed; returns the exposures new to the
-    store (those to alert about)."""
+    """Drop stored exposures of keys that ``lists`` revoke, save ``exposures`` and mark
+    ``lists`` processed; returns the exposures new to the store (those to alert about)."""
+    revoked = await store.revoke_exposures(frozenset().union(*(x.revoked for x in lists)))
+    if revoked:
+        log.warning("exposures_revoked", count=revoked)
     new = await store.save_exposures(exposures)
     for loaded in lists:
         await store.mark_list_processed(loaded.digest, loaded.name)

@@ -20,7 +20,7 @@ import contextlib
 import operator
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,6 +380,25 @@ class Store:
                 out.append(crypto.decode_exposure(key.open(blob, crypto.exposure_aad(day, rk))))
         out.sort(key=lambda x: x.first_seen)
         return out
+
+    async def revoke_exposures(self, list_keys: Collection[bytes]) -> int:
+        """Delete stored exposures produced by any of ``list_keys`` (keys an authority
+        has since revoked); returns how many were deleted."""
+        if not list_keys:
+            return 0
+        revoked = frozenset(list_keys)
+        async with self._write() as conn:
+            rows = await conn.execute_fetchall("SELECT rk, day, blob FROM exposures")
+            doomed = []
+            for rk, day, blob in rows:
+                key = self._day_key_for_read(day)
+                if key is None:
+                    continue
+                exposure = crypto.decode_exposure(key.open(blob, crypto.exposure_aad(day, rk)))
+                if exposure.list_key in revoked:
+                    doomed.append((rk,))
+            await conn.executemany("DELETE FROM exposures WHERE rk = ?", doomed)
+        return len(doomed)
 
     async def is_list_processed(self, digest: bytes) -> bool:
         """Whether a published list with this content hash was already matched."""
