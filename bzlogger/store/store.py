@@ -16,7 +16,6 @@ creation of day keys; readers in other processes read concurrently (WAL).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import operator
 import os
 import sqlite3
@@ -723,12 +722,6 @@ def _check_file(path: Path, create: bool) -> bool:
         raise StoreError(f"{path} is not a bzlogger store or is damaged; it was left as it is: "
                          "move it aside and restore a backup or run `bzlogger init`")
     return False
-
-
-async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
-    """End the open transaction, if any; a failure here must not hide the first error."""
-    with contextlib.suppress(sqlite3.Error):
-        await conn.execute("ROLLBACK")
 
 
 async def _migrate(conn: aiosqlite.Connection, master: MasterKeys, version: int) -> bytes:
