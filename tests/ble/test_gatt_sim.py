@@ -142,3 +142,48 @@ async def test_parallel_connections_are_bounded(sim_factory: SimFactory) -> None
 
         await wait_for(watch, 20, step=0.01)
     assert peak == 2
+
+
+BUSY = {
+    "scenario": {"name": "ble-busy-morning", "seed": 21, "start": "2020-08-17T07:50:00Z",
+                 "duration": "40m"},
+    "visitors": [
+        {"name": "ios-queue", "kind": "bluezone-ios", "count": 6, "profile": "queue",
+         "arrive": ["0s", "20m"], "wait": ["2m", "5m"]},
+        {"name": "ios-desk", "kind": "bluezone-ios", "count": 3, "profile": "desk",
+         "arrive": ["0s", "10m"], "stay": ["15m", "25m"]},
+        {"name": "ios-walk", "kind": "bluezone-ios", "count": 4, "profile": "walk_past",
+         "arrive": ["0s", "30m"]},
+        {"name": "android", "kind": "bluezone-android", "count": 14, "profile": "queue",
+         "arrive": ["0s", "25m"], "wait": ["2m", "5m"]},
+        {"name": "gaen", "kind": "gaen", "count": 12, "profile": "queue",
+         "arrive": ["0s", "25m"], "wait": ["2m", "5m"]},
+        {"name": "watch", "kind": "watch", "count": 3, "profile": "desk", "stay": "40m"},
+    ],
+}
+
+
+@pytest.mark.slow
+async def test_busy_morning_caps_connections_per_phone_and_slot(
+        sim_factory: SimFactory) -> None:
+    # 40 minutes at speed 15 (160 s): slots change twice, iPhones rotate addresses.
+    sim = await sim_factory(BUSY, speed=15.0)
+    async with reading(sim, connections=2) as r:
+        await sim.run_until_end()
+        sightings = drain(r.queue)
+        stats = r.gatt.stats()
+    truth = [v for v in sim.truth().visitors if v.kind == "bluezone-ios"]
+    ios_ids = {s.identifier for s in sightings if s.platform is Platform.IOS}
+    read_spans = 0
+    long_spans = 0
+    for visitor in truth:
+        spans = len(visitor.ids)
+        assert visitor.connect_attempts <= MAX_ATTEMPTS * spans, visitor.id
+        assert visitor.reads <= spans, visitor.id            # one read per address and slot
+        for span in visitor.ids:
+            if span.end - span.start >= 60:
+                long_spans += 1
+                read_spans += bytes.fromhex(span.identifier) in ios_ids
+    print(f"iOS spans >= 60 s: {long_spans}, read: {read_spans}; gatt stats {stats}")
+    assert read_spans >= 0.8 * long_spans
+    assert {s.protocol for s in sightings} == {Protocol.BLUEZONE, Protocol.GAEN}
