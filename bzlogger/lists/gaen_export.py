@@ -4,7 +4,7 @@
 parses both members with protobuf and validates every key, naming the entry and the field
 of the first problem. It does not check the signature: :mod:`bzlogger.lists.verify` does,
 on the same :class:`GaenExport`, before anything is matched. :func:`write_export` builds
-an unsigned export of the kiosk's own keys.
+an export of the kiosk's own keys (unsigned), or a signed one as a key server writes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 
 from bzlogger.errors import ListError
@@ -218,10 +220,20 @@ def _signatures(data: bytes | None, name: str) -> tuple[Signature, ...]:
         for s in message.signatures)
 
 
+@dataclass(frozen=True, slots=True)
+class ExportSigner:
+    """A key server's signing key (ECDSA P-256) and the names it is published under."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    key_id: str
+    key_version: str
+
+
 def write_export(keys: Sequence[ExportKey], *, start_timestamp: int, end_timestamp: int,
-                 region: str = "", signatures: Sequence[Signature] = ()) -> bytes:
-    """An ``export.zip`` holding ``keys``; ``export.sig`` is written only when
-    ``signatures`` are given (an unsigned export has no ``export.sig`` member)."""
+                 region: str = "", signer: ExportSigner | None = None) -> bytes:
+    """An ``export.zip`` holding ``keys``. Unsigned (no ``export.sig`` member) unless a
+    ``signer`` is given; then ``export.bin`` names the signing key in its SignatureInfo, as
+    a key server writes it, and ``export.sig`` holds the signature over all of it."""
     message = pb.TemporaryExposureKeyExport(
         start_timestamp=start_timestamp, end_timestamp=end_timestamp, region=region,
         batch_num=1, batch_size=1)
@@ -232,17 +244,18 @@ def write_export(keys: Sequence[ExportKey], *, start_timestamp: int, end_timesta
             report_type=key.report_type)
         if key.days_since_onset is not None:
             entry.days_since_onset_of_symptoms = key.days_since_onset
-    for signature in signatures:
+    if signer is not None:
         message.signature_infos.add(
-            verification_key_id=signature.key_id,
-            verification_key_version=signature.key_version,
-            signature_algorithm=signature.algorithm)
+            verification_key_id=signer.key_id, verification_key_version=signer.key_version,
+            signature_algorithm=ECDSA_P256_SHA256)
     signed = HEADER + message.SerializeToString()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(BIN_NAME, signed)
-        if signatures:
-            archive.writestr(SIG_NAME, signature_list(signatures))
+        if signer is not None:
+            signature = signer.private_key.sign(signed, ec.ECDSA(hashes.SHA256()))
+            archive.writestr(SIG_NAME, signature_list([Signature(
+                signer.key_id, signer.key_version, ECDSA_P256_SHA256, signature)]))
     return buffer.getvalue()
 
 
