@@ -8,7 +8,11 @@
    ``bzlogger encounters``;
 5. compares what was logged with the scenario's ground truth and prints an honest
    summary (detected phones per group, close contacts, phantom identifiers, the
-   kiosk's own beacons against its exported keys, the daemon's memory).
+   kiosk's own beacons against its exported keys, the daemon's memory);
+6. plays the health authority: publishes the keys of the visitors who later test
+   positive (a Bluezone list and a signed GAEN export, with decoy keys), runs
+   ``bzlogger match`` and checks that exactly the positive visitors who were logged
+   are found; then prints the office manager's ``bzlogger report daily``.
 
 Options: ``--speed``, ``--duration`` (scenario time to run), ``--scenario``, ``--keep``
 (keep the temporary directory), ``--soak`` (a whole accelerated day of walk-ins instead
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -35,9 +40,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
 from bzlogger import RELEASE_EPOCH  # noqa: E402
 from bzlogger.clock import ScaledClock  # noqa: E402
 from bzlogger.ids import bluezone  # noqa: E402
+from bzlogger.lists import bluezone_list, gaen_export  # noqa: E402
 from bzlogger.sim.scenario import parse_duration  # noqa: E402
 from bzlogger.timefmt import iso, parse_iso  # noqa: E402
 
@@ -50,6 +59,9 @@ DEMO_START = "2026-12-07T07:00:00Z"
 #: seconds whatever the speed, so at 30x a phone is sampled every 7.5 scenario seconds:
 #: a phone walking past in 20 s gives two or three samples, and a few are missed.
 REPORT_TICK_S = 0.25
+#: The demo's health authority signs its GAEN export with this key (made afresh each run).
+AUTHORITY_KEY = ec.generate_private_key(ec.SECP256R1())
+AUTHORITY_KEY_ID = "452"
 
 
 def say(text: str = "") -> None:
@@ -115,6 +127,9 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[str,
         data["scenario"]["duration"] = args.duration
     scenario = work / "scenario.toml"
     write_scenario(data, scenario)
+    authority_pem = work / "authority.pem"
+    authority_pem.write_bytes(AUTHORITY_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     cfg = work / "bzlogger.toml"
     cfg.write_text(f"""# the demo kiosk (see systemd/bzlogger.toml.example for every key)
 [store]
@@ -127,6 +142,10 @@ scan = ["bluezone", "gaen"]
 state_file = "{work / 'run' / 'state.json'}"
 [door]
 state_file = "{work / 'run' / 'door.json'}"
+[gaen]
+verification_keys = [
+  {{ key_id = "{AUTHORITY_KEY_ID}", key_version = "v1", pem = "{authority_pem}" }},
+]
 """)
     (work / "run").mkdir()
     return scenario, cfg, data
@@ -304,6 +323,13 @@ def demo(args: argparse.Namespace, work: Path) -> int:
         f"MiB over {len(rss)} samples")
     if unhealthy_seen:
         say(f"  the daemon reported itself unhealthy at times: {sorted(set(unhealthy_seen))}")
+    problems += match_published_lists(cfg, work, truth, encounters)
+    heading("bzlogger report daily (what the office manager sends to the province)")
+    report = run_cli(cfg, "report", "daily", "--day", head["start"][:10], "--tz", "UTC",
+                     check=False)
+    say(report.stdout.rstrip() or report.stderr.rstrip())
+    if report.returncode:
+        problems.append("report daily failed")
     ok = stopped_ok and not problems
     say()
     say("demo: OK" if ok else "demo: PROBLEMS: " + "; ".join(
@@ -384,6 +410,60 @@ def summarise(truth: dict[str, Any], encounters: list[dict[str, Any]],
         problems.append("the kiosk advertised nothing")
     if not encounters:
         problems.append("nothing was logged")
+    return problems
+
+
+def match_published_lists(cfg: Path, work: Path, truth: dict[str, Any],
+                          encounters: list[dict[str, Any]]) -> list[str]:
+    """Publish the positive visitors' keys as an authority would, match, and compare."""
+    heading("the health authority publishes the keys of visitors who tested positive")
+    positive = [v for v in truth["visitors"] if v["positive"]]
+    rng = random.Random(7)
+    entries = [bluezone_list.BluezoneEntry(bytes.fromhex(d["daily_key"]), d["day_start"],
+                                           d["day_start"] + bluezone.DAY_SECONDS - 1,
+                                           v["keys"]["bluezone"]["max"])
+               for v in positive if "bluezone" in v["keys"]
+               for d in v["keys"]["bluezone"]["daily_keys"]]
+    day = bluezone.utc_midnight(truth["start"])
+    entries += [bluezone_list.BluezoneEntry(rng.randbytes(32), day, day + 86399)
+                for _ in range(50)]  # people who never came to this office
+    teks = [gaen_export.ExportKey(bytes.fromhex(k["tek"]), k["rolling_start_interval"],
+                                  k["rolling_period"], 6, 1)
+            for v in positive if "gaen" in v["keys"] for k in v["keys"]["gaen"]]
+    teks += [gaen_export.ExportKey(rng.randbytes(16), day // 600, 144, 6, 1)
+             for _ in range(50)]
+    f0, export = work / "bluezone-f0.json", work / "export.zip"
+    f0.write_text(bluezone_list.write_list(entries))
+    signer = gaen_export.ExportSigner(AUTHORITY_KEY, AUTHORITY_KEY_ID, "v1")
+    export.write_bytes(gaen_export.write_export(
+        teks, start_timestamp=int(truth["start"]), end_timestamp=int(truth["end"]),
+        region="VN", signer=signer))
+    say(f"  {len(positive)} of {len(truth['visitors'])} visitors test positive later; "
+        f"published: {len(entries)} Bluezone daily keys ({f0.name}) and {len(teks)} GAEN "
+        f"TEKs in a signed {export.name} (50 decoys each)")
+
+    heading("bzlogger match bluezone-f0.json export.zip")
+    table = run_cli(cfg, "match", str(f0), str(export), check=False)
+    say(table.stdout.rstrip())
+    if table.returncode:
+        say(table.stderr.rstrip())
+        return ["bzlogger match failed"]
+    report = json.loads(run_cli(cfg, "match", str(f0), str(export), "--json").stdout)
+    owner = {(s["protocol"], s["identifier"].lower()): v["id"]
+             for v in truth["visitors"] for s in v["ids"]}
+    logged = {(e["protocol"], e["id"].lower()) for e in encounters}
+    expected = {owner[key] for key in logged if key in owner
+                and any(v["id"] == owner[key] and v["positive"] for v in positive)}
+    found = {owner.get((x["protocol"], x["id"].lower()), "?") for x in report["exposures"]}
+    say()
+    verified = [f"{Path(x['file']).name}: {x['verified']}" for x in report["lists"]]
+    say(f"  lists verified: {', '.join(verified)}")
+    say(f"  positive visitors whose identifiers were logged: {len(expected)}; "
+        f"found by bzlogger match: {len(found & expected)}; "
+        f"false alarms: {len(found - expected)}")
+    problems = []
+    if found != expected:
+        problems.append(f"match found {sorted(found)} instead of {sorted(expected)}")
     return problems
 
 
