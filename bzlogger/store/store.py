@@ -1,4 +1,4 @@
-"""The encrypted encounter store (SQLite through aiosqlite).
+"""The encrypted encounter store (SQLite through aiosqlite): the :class:`Store` façade.
 
 Files, all in the directory of ``[store] path``:
 
@@ -11,18 +11,19 @@ Files, all in the directory of ``[store] path``:
 
 Writers serialise on SQLite's write lock (``BEGIN IMMEDIATE``), which also guards the
 creation of day keys; readers in other processes read concurrently (WAL).
+
+The internals live beside it: ``opening.py`` (refusal checks, migrations),
+``encounter_rows.py`` (encounter rows, segments, compaction, range queries),
+``retention.py`` (purge and crypto-shredding), ``stats.py``, ``sql.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import operator
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -33,9 +34,8 @@ from bzlogger.errors import StoreError
 from bzlogger.ids.schedule import DayKeys
 from bzlogger.logsetup import get_logger
 from bzlogger.model import Encounter, Exposure, Protocol
-from bzlogger.store import crypto, schema
+from bzlogger.store import crypto, encounter_rows, opening, retention
 from bzlogger.store.crypto import (
-    DAY_SECONDS,
     PROTOCOL_CODE,
     DayKey,
     Keyring,
@@ -44,43 +44,16 @@ from bzlogger.store.crypto import (
     hour_number,
 )
 from bzlogger.store.keys import load_master_key
+from bzlogger.store.opening import keyring_path
+from bzlogger.store.sql import IN_CHUNK, meta_int, set_meta
+from bzlogger.store.stats import StoreStats, collect_stats
 
 log = get_logger("store")
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_MS = 10_000
 READ_CHUNK = 4096
 BULK_CHUNK = 50_000
 FETCH_ROWS = 256  # rows per fetch from SQLite: small encounter rows or whole segments
-#: Encounters last seen this many whole hours ago are final (gap_s is at most an hour).
-COMPACT_AFTER_HOURS = 2
-#: Encounters per segment at most.
-SEGMENT_MAX = 2_000
-_IN_CHUNK = 500  # bound parameters per IN (...) query
 _FIRST_SEEN = operator.attrgetter("first_seen")
-
-
-def keyring_path(db_path: Path) -> Path:
-    """The keyring file that belongs to the database at ``db_path``."""
-    return db_path.with_name(db_path.name + ".keyring")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStats:
-    """A summary of the store for ``bzlogger status`` and metrics."""
-
-    path: Path
-    size_bytes: int
-    wal_bytes: int
-    schema_version: int
-    encounters: int
-    encounters_today: int
-    exposures: int
-    own_key_days: int
-    key_days: int
-    oldest_day: float | None
-    newest_day: float | None
-    retention_days: int
 
 
 class Store:
@@ -112,73 +85,10 @@ class Store:
         group or others, a wrong key, a store from a newer version, a file that is not a
         bzlogger store. ``check`` also runs SQLite's ``quick_check`` (slower).
         """
-        path = settings.path
         master = MasterKeys(load_master_key(settings.key_file, environ))
-        is_new = _check_file(path, create)
-        try:
-            if is_new:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except OSError as error:
-            raise StoreError(f"cannot create store {path}: {error.strerror}; check that this "
-                             "user may write its directory") from None
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot open store {path}: {error}") from None
-        try:
-            store = await cls._prepare(settings, conn, master, is_new, check)
-        except BaseException:
-            await conn.close()
-            raise
-        return store
-
-    @classmethod
-    async def _prepare(cls, settings: StoreSettings, conn: aiosqlite.Connection,
-                       master: MasterKeys, is_new: bool, check: bool) -> Store:
-        path = settings.path
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            version = await _scalar(conn, "PRAGMA user_version")
-            if version > schema.SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {path} was written by a newer bzlogger (schema version {version}; "
-                    f"this one reads up to {schema.SCHEMA_VERSION}); upgrade bzlogger. "
-                    "The store was not changed"
-                )
-            if version == 0 and await _scalar(conn, "SELECT count(*) FROM sqlite_master"):
-                raise StoreError(f"{path} is an SQLite database but not a bzlogger store; "
-                                 "refusing to touch it")
-            if check:
-                result = await _scalar(conn, "PRAGMA quick_check")
-                if result != "ok":
-                    raise StoreError(f"store {path} is damaged ({result}); it was left as it "
-                                     "is: move it aside and restore a backup or run "
-                                     "`bzlogger init` for a new store")
-            if version:
-                store_id = await _meta(conn, "store_id")
-                if not master.verify(await _meta(conn, "key_check"), store_id):
-                    raise StoreError(
-                        f"the key in {settings.key_file} does not open store {path} (wrong "
-                        "key file?); the store was not changed"
-                    )
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA secure_delete = ON")
-            await conn.execute("PRAGMA temp_store = MEMORY")
-            if version < schema.SCHEMA_VERSION:
-                store_id = await _migrate(conn, master, version)
-            if is_new:
-                os.chmod(path, 0o600)
-            keyring = await _load_keyring(conn, settings, master, store_id)
-        except sqlite3.OperationalError as error:
-            raise StoreError(f"cannot open store {path} ({error}); check that this user may "
-                             "read and write its directory (run as the bzlogger user or root)"
-                             ) from None
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"store {path} cannot be read ({error}); it was left as it is: "
-                             "move it aside and restore a backup or run `bzlogger init` for "
-                             "a new store") from None
-        store = cls(settings, conn, master, store_id, keyring)
-        store._max_span = int(await _meta_int(conn, "max_span_hours"))
+        opened = await opening.open_database(settings, master, create=create, check=check)
+        store = cls(settings, opened.conn, master, opened.store_id, opened.keyring)
+        store._max_span = opened.max_span_hours
         return store
 
     async def close(self) -> None:
@@ -219,13 +129,11 @@ class Store:
                 blob = key.seal(crypto.encode_encounter(e), crypto.encounter_aad(code, day, rk))
                 rows.append((rk, day, first_hour, last_hour, code,
                              key.blind(e.protocol, e.identifier), blob))
-            await self._reopen_compacted(conn, [row[0] for row in rows])
-            await conn.executemany(
-                "INSERT INTO encounters (rk, day, first_hour, last_hour, protocol, blind, blob) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rk) DO UPDATE SET "
-                "last_hour = excluded.last_hour, blob = excluded.blob", rows)
+            await encounter_rows.reopen_compacted(conn, self._keyring, self._keyring_path,
+                                                  [row[0] for row in rows])
+            await conn.executemany(encounter_rows.UPSERT_SQL, rows)
             if span > self._max_span:
-                await _set_meta(conn, "max_span_hours", span)
+                await set_meta(conn, "max_span_hours", span)
                 self._max_span = span
 
     async def encounters(self, since: float | None = None, until: float | None = None,
@@ -243,9 +151,10 @@ class Store:
         """Like :meth:`encounters`, in chunks of about ``chunk`` (not sorted), for large
         reads: the event loop runs between chunks, and SQLite fetches the next rows (in
         aiosqlite's thread) while these are decrypted. One statement, one snapshot."""
-        sql, params = await self._range_query(since, until, protocol)
-        bounded = since is not None or until is not None
         reader = await self._read_connection()
+        self._max_span = max(self._max_span, await meta_int(reader, "max_span_hours"))
+        sql, params = encounter_rows.range_query(since, until, protocol, self._max_span)
+        bounded = since is not None or until is not None
         buffer: list[Encounter] = []
         async with reader.execute(sql, params) as cursor:
             pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
@@ -253,7 +162,8 @@ class Store:
                 while rows := await pending:
                     pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
                     found = await self._decode_rows(rows)
-                    buffer += [e for e in found if _overlaps(e, since, until)] if bounded else found
+                    buffer += ([e for e in found if encounter_rows.overlaps(e, since, until)]
+                               if bounded else found)
                     if len(buffer) >= chunk:
                         yield buffer
                         buffer = []
@@ -278,19 +188,12 @@ class Store:
             key = self._keyring.get(day)
             assert key is not None
             blinds = [key.blind(protocol, i) for i in wanted]
-            for start in range(0, len(blinds), _IN_CHUNK):
-                part = blinds[start:start + _IN_CHUNK]
+            for start in range(0, len(blinds), IN_CHUNK):
                 # A segment may hold identifiers of several chunks: keep this chunk's only.
-                chunk_ids = set(wanted[start:start + _IN_CHUNK])
-                marks = ",".join("?" * len(part))
-                sql = ("SELECT 0, rk, protocol, day, blob FROM encounters "  # noqa: S608
-                       f"WHERE day = ? AND protocol = ? AND blind IN ({marks}) UNION ALL "
-                       "SELECT 1, sk, protocol, day, blob FROM segments WHERE day = ? AND "
-                       "protocol = ? AND id IN (SELECT segment FROM segment_index "
-                       f"WHERE blind IN ({marks}))")
-                code = PROTOCOL_CODE[protocol]
-                rows = await (await self._read_connection()).execute_fetchall(
-                    sql, (day, code, *part, day, code, *part))
+                chunk_ids = set(wanted[start:start + IN_CHUNK])
+                sql, params = encounter_rows.blind_lookup_query(
+                    day, protocol, blinds[start:start + IN_CHUNK])
+                rows = await (await self._read_connection()).execute_fetchall(sql, params)
                 found.extend(e for e in await self._decode_rows(rows)
                              if e.identifier in chunk_ids)
         found.sort(key=_FIRST_SEEN)
@@ -298,13 +201,7 @@ class Store:
 
     async def newest_time(self) -> float | None:
         """The time of the newest sighting in the store, None when it is empty."""
-        rows = await (await self._read_connection()).execute_fetchall(
-            "WITH top (hour) AS (SELECT max(h) FROM (SELECT max(last_hour) AS h FROM encounters "
-            "UNION ALL SELECT max(last_hour) FROM segments)) "
-            "SELECT 0, rk, protocol, day, blob FROM encounters "
-            "WHERE last_hour = (SELECT hour FROM top) UNION ALL "
-            "SELECT 1, sk, protocol, day, blob FROM segments "
-            "WHERE last_hour = (SELECT hour FROM top)")
+        rows = await (await self._read_connection()).execute_fetchall(encounter_rows.NEWEST_SQL)
         encounters = await self._decode_rows(rows)
         return max((e.last_seen for e in encounters), default=None)
 
@@ -421,28 +318,10 @@ class Store:
         A day D is kept while ``day(now) - D <= retention_days``.
         """
         cutoff = day_number(now) - self._settings.retention_days
-        deleted = 0
         async with self._write() as conn:
-            # first_hour is indexed and falls on the same UTC day as the day column.
-            await conn.execute("DELETE FROM segment_rows WHERE segment IN "
-                               "(SELECT id FROM segments WHERE first_hour < ?)", (cutoff * 24,))
-            await conn.execute("DELETE FROM segment_index WHERE segment IN "
-                               "(SELECT id FROM segments WHERE first_hour < ?)", (cutoff * 24,))
-            deleted += int(await _scalar(conn, "SELECT coalesce(sum(count), 0) FROM segments "
-                                         "WHERE first_hour < ?", (cutoff * 24,)))
-            for table, column, bound in (("encounters", "first_hour", cutoff * 24),
-                                         ("segments", "first_hour", cutoff * 24),
-                                         ("own_keys", "day", cutoff),
-                                         ("exposures", "day", cutoff)):
-                cursor = await conn.execute(  # table and column names are constants
-                    f"DELETE FROM {table} WHERE {column} < ?", (bound,))  # noqa: S608
-                if table != "segments":
-                    deleted += max(cursor.rowcount, 0)
-            keyring = crypto.read_keyring(self._keyring_path, self._master, self._store_id)
-            dropped = keyring.drop_before(cutoff)
-            if dropped:
-                crypto.write_keyring(self._keyring_path, keyring, self._master, self._store_id)
-            self._keyring = keyring
+            deleted = await retention.delete_expired_rows(conn, cutoff)
+            self._keyring, dropped = retention.destroy_expired_keys(
+                self._keyring_path, self._master, self._store_id, cutoff)
         await self.compact(now)
         # Old page images of the deleted rows live in the WAL until a checkpoint.
         await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -451,114 +330,24 @@ class Store:
         return deleted
 
     async def compact(self, now: float) -> int:
-        """Seal finished encounters (last seen more than :data:`COMPACT_AFTER_HOURS` whole
-        hours before ``now``) into segments, one per day and protocol, so that bulk reads
-        decrypt a few large blobs instead of one per encounter. Returns the encounters
-        moved. :meth:`purge` calls it; a late update of a compacted encounter still works
-        (it is taken out of its segment again)."""
-        bound = hour_number(now) - COMPACT_AFTER_HOURS
-        moved = 0
+        """Seal finished encounters (last seen more than
+        :data:`~bzlogger.store.encounter_rows.COMPACT_AFTER_HOURS` whole hours before
+        ``now``) into segments, one per day and protocol, so that bulk reads decrypt a few
+        large blobs instead of one per encounter. Returns the encounters moved.
+        :meth:`purge` calls it; a late update of a compacted encounter still works (it is
+        taken out of its segment again)."""
         async with self._write() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT rk, protocol, day, first_hour, last_hour, blind, blob FROM encounters "
-                "WHERE last_hour < ?", (bound,))
-            groups: dict[tuple[int, int], list[Any]] = {}
-            for row in rows:
-                groups.setdefault((row[2], row[1]), []).append(row)
-            for (day, code), group in groups.items():
-                key = self._keyring.get(day)
-                if key is None:
-                    continue  # a destroyed day: the next purge deletes these rows
-                for start in range(0, len(group), SEGMENT_MAX):
-                    await self._seal_segment(conn, key, code, group[start:start + SEGMENT_MAX])
-                    moved += len(group[start:start + SEGMENT_MAX])
-        return moved
-
-    async def _seal_segment(self, conn: aiosqlite.Connection, key: DayKey, code: int,
-                            group: list[Any]) -> None:
-        day = key.day
-        entries = [(rk, key.open(blob, crypto.encounter_aad(code, day, rk)))
-                   for rk, _, _, _, _, _, blob in group]
-        sk = os.urandom(crypto.INDEX_LENGTH)
-        sealed = key.seal(crypto.pack_segment(entries), crypto.segment_aad(code, day, sk))
-        cursor = await conn.execute(
-            "INSERT INTO segments (sk, day, protocol, first_hour, last_hour, count, blob) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sk, day, code, min(r[3] for r in group), max(r[4] for r in group), len(group),
-             sealed))
-        segment = cursor.lastrowid
-        await conn.executemany("INSERT INTO segment_rows (rk, segment) VALUES (?, ?)",
-                               [(r[0], segment) for r in group])
-        await conn.executemany("INSERT INTO segment_index (blind, segment) VALUES (?, ?)",
-                               [(blind, segment) for blind in {r[5] for r in group}])
-        await conn.executemany("DELETE FROM encounters WHERE rk = ?", [(r[0],) for r in group])
-
-    async def _reopen_compacted(self, conn: aiosqlite.Connection, row_keys: list[bytes]) -> None:
-        """Take the encounters ``row_keys`` out of their segments, if compacted, so that
-        an update replaces them instead of duplicating them."""
-        hits: dict[int, set[bytes]] = {}
-        for start in range(0, len(row_keys), _IN_CHUNK):
-            part = row_keys[start:start + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            found = await conn.execute_fetchall(
-                f"SELECT rk, segment FROM segment_rows WHERE rk IN ({marks})", part)  # noqa: S608
-            for rk, segment in found:
-                hits.setdefault(segment, set()).add(rk)
-        for segment, gone in hits.items():
-            ((sk, day, code, blob),) = await conn.execute_fetchall(
-                "SELECT sk, day, protocol, blob FROM segments WHERE id = ?", (segment,))
-            key = self._keyring.get(day)
-            if key is None:
-                raise StoreError(f"no key for day {day} of a stored segment; the keyring "
-                                 f"{self._keyring_path} is damaged")
-            protocol = crypto.CODE_PROTOCOL[code]
-            kept = [(rk, record) for rk, record in crypto.segment_entries(
-                key.open(blob, crypto.segment_aad(code, day, sk))) if rk not in gone]
-            await conn.executemany("DELETE FROM segment_rows WHERE rk = ?", [(rk,) for rk in gone])
-            await conn.execute("DELETE FROM segment_index WHERE segment = ?", (segment,))
-            if not kept:
-                await conn.execute("DELETE FROM segments WHERE id = ?", (segment,))
-                continue
-            decoded = [crypto.decode_encounter(protocol, record) for _, record in kept]
-            await conn.execute(
-                "UPDATE segments SET blob = ?, count = ?, first_hour = ?, last_hour = ? "
-                "WHERE id = ?",
-                (key.seal(crypto.pack_segment(kept), crypto.segment_aad(code, day, sk)),
-                 len(kept), min(hour_number(e.first_seen) for e in decoded),
-                 max(hour_number(e.last_seen) for e in decoded), segment))
-            await conn.executemany(
-                "INSERT INTO segment_index (blind, segment) VALUES (?, ?)",
-                [(b, segment) for b in {key.blind(protocol, e.identifier) for e in decoded}])
+            return await encounter_rows.compact(conn, self._keyring, now)
 
     # -- status -------------------------------------------------------------------------
 
     async def stats(self, now: float) -> StoreStats:
         """Sizes and counts for status output."""
         conn = await self._read_connection()
-        today = day_number(now)
-        path = self._settings.path
-        wal = _size(path.with_name(path.name + "-wal"))
-        size = _size(path) + wal + _size(self._keyring_path)
-        bounds = await conn.execute_fetchall(
-            "SELECT min(lo), max(hi) FROM (SELECT min(day) AS lo, max(day) AS hi FROM encounters "
-            "UNION ALL SELECT min(day), max(day) FROM segments)")
-        oldest, newest = next(iter(bounds))
         self._refresh_keyring()
-        count = ("SELECT (SELECT count(*) FROM encounters {where}) + "
-                 "(SELECT coalesce(sum(count), 0) FROM segments {where})")
-        return StoreStats(
-            path=path, size_bytes=size, wal_bytes=wal,
-            schema_version=await _scalar(conn, "PRAGMA user_version"),
-            encounters=await _scalar(conn, count.format(where="")),
-            encounters_today=await _scalar(conn, count.format(where="WHERE day = ?"),
-                                           (today, today)),
-            exposures=await _scalar(conn, "SELECT count(*) FROM exposures"),
-            own_key_days=await _scalar(conn, "SELECT count(*) FROM own_keys"),
-            key_days=len(self._keyring.secrets),
-            oldest_day=None if oldest is None else float(oldest * DAY_SECONDS),
-            newest_day=None if newest is None else float(newest * DAY_SECONDS),
-            retention_days=self._settings.retention_days,
-        )
+        return await collect_stats(conn, self._settings.path, self._keyring_path,
+                                   key_days=len(self._keyring.secrets),
+                                   retention_days=self._settings.retention_days, now=now)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -632,162 +421,9 @@ class Store:
         self._keyring = crypto.read_keyring(self._keyring_path, self._master, self._store_id)
 
     async def _decode_rows(self, rows: Iterable[Any]) -> list[Encounter]:
-        """Open and decode ``(kind, key, protocol, day, blob)`` rows: kind 0 is one
-        encounter (grouped by day and protocol, to be decrypted in one tight loop), kind 1
-        a segment of many."""
-        groups: dict[int, list[Any]] = {}
-        out: list[Encounter] = []
-        for row in rows:
-            if row[0]:
-                key = self._day_key_for_read(row[3])
-                if key is not None:
-                    out += crypto.open_segment(key, row[2], row[1], row[4])
-                continue
-            group = groups.get(row[3] * 4 + row[2])
-            if group is None:
-                group = groups[row[3] * 4 + row[2]] = []
-            group.append(row[1:])
-        for group in groups.values():
-            _, code, day, _ = group[0]
-            key = self._day_key_for_read(day)
-            if key is not None:
-                out += crypto.open_encounters(key, code, group)
-        await asyncio.sleep(0)  # let the daemon's other tasks run between chunks
-        return out
-
-    async def _range_query(self, since: float | None, until: float | None,
-                           protocol: Protocol | None) -> tuple[str, tuple[int, ...]]:
-        """One SQL statement selecting the encounter rows and segments that may overlap
-        the range, by coarse hour numbers."""
-        reader = await self._read_connection()
-        self._max_span = max(self._max_span, int(await _meta_int(reader, "max_span_hours")))
-        rows: list[str] = []
-        segments: list[str] = []
-        row_params: list[int] = []
-        segment_params: list[int] = []
-        if until is not None:
-            rows.append("first_hour <= ?")
-            segments.append("first_hour <= ?")
-            row_params.append(hour_number(until))
-            segment_params.append(hour_number(until))
-        if since is not None:
-            # An encounter overlapping the range started at most max_span hours before it.
-            rows.append("first_hour >= ? AND last_hour >= ?")
-            row_params += [hour_number(since) - self._max_span, hour_number(since)]
-            segments.append("last_hour >= ?")
-            segment_params.append(hour_number(since))
-        if protocol is not None:
-            for where, params in ((rows, row_params), (segments, segment_params)):
-                where.append("protocol = ?")
-                params.append(PROTOCOL_CODE[protocol])
-        sql = (f"SELECT 0, rk, protocol, day, blob FROM encounters {_where(rows)} "  # noqa: S608
-               f"UNION ALL SELECT 1, sk, protocol, day, blob FROM segments {_where(segments)}")
-        return sql, (*row_params, *segment_params)
+        return await encounter_rows.decode_rows(rows, self._day_key_for_read)
 
     async def _read_connection(self) -> aiosqlite.Connection:
         if self._reader is None:
-            try:
-                reader = await aiosqlite.connect(self._settings.path, isolation_level=None)
-                await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            except sqlite3.Error as error:
-                raise StoreError(f"cannot open store {self._settings.path}: {error}") from None
-            self._reader = reader
+            self._reader = await opening.open_reader(self._settings.path)
         return self._reader
-
-
-def _where(conditions: list[str]) -> str:
-    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
-
-
-def _overlaps(e: Encounter, since: float | None, until: float | None) -> bool:
-    return (since is None or e.last_seen >= since) and (until is None or e.first_seen <= until)
-
-
-def _check_file(path: Path, create: bool) -> bool:
-    """Whether the store must be created; refuses a missing store (unless ``create``) and
-    a file that is not an SQLite database, without touching it."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        if not create:
-            raise StoreError(f"store {path} does not exist; run `bzlogger init` to create it"
-                             ) from None
-        return True
-    except OSError as error:
-        raise StoreError(f"cannot read store {path}: {error.strerror}") from None
-    if header != SQLITE_HEADER:
-        if not header and create:
-            return True
-        raise StoreError(f"{path} is not a bzlogger store or is damaged; it was left as it is: "
-                         "move it aside and restore a backup or run `bzlogger init`")
-    return False
-
-
-async def _migrate(conn: aiosqlite.Connection, master: MasterKeys, version: int) -> bytes:
-    """Bring the schema to :data:`schema.SCHEMA_VERSION`; returns the store id."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        current = await _scalar(conn, "PRAGMA user_version")  # another process may have won
-        for target, sql in schema.pending(current):
-            for statement in filter(str.strip, sql.split(";")):
-                await conn.execute(statement)
-            if target == 1:
-                store_id = os.urandom(16)
-                await _set_meta(conn, "store_id", store_id)
-                await _set_meta(conn, "key_check", master.check_value(store_id))
-                await _set_meta(conn, "max_span_hours", 0)
-            await conn.execute(f"PRAGMA user_version = {target}")
-        store_id = await _meta(conn, "store_id")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
-    if version:
-        log.info("store schema migrated", from_version=version, to_version=schema.SCHEMA_VERSION)
-    return store_id
-
-
-async def _load_keyring(conn: aiosqlite.Connection, settings: StoreSettings,
-                        master: MasterKeys, store_id: bytes) -> Keyring:
-    """The keyring; a new store (or one that never sealed anything, e.g. after a crash
-    right after creation) gets an empty one."""
-    path = keyring_path(settings.path)
-    if not path.exists():
-        for table in schema.SEALED_TABLES:
-            probe = f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1)"  # noqa: S608
-            if await _scalar(conn, probe):
-                return crypto.read_keyring(path, master, store_id)  # raises: missing
-        keyring = Keyring()
-        crypto.write_keyring(path, keyring, master, store_id)
-        return keyring
-    return crypto.read_keyring(path, master, store_id)
-
-
-async def _scalar(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
-    rows = list(await conn.execute_fetchall(sql, params))
-    return rows[0][0] if rows else None
-
-
-async def _meta(conn: aiosqlite.Connection, name: str) -> bytes:
-    value = await _scalar(conn, "SELECT value FROM meta WHERE name = ?", (name,))
-    if not isinstance(value, bytes):
-        raise StoreError(f"the store's metadata lacks {name!r}; the store is damaged")
-    return value
-
-
-async def _meta_int(conn: aiosqlite.Connection, name: str) -> int:
-    value = await _scalar(conn, "SELECT value FROM meta WHERE name = ?", (name,))
-    return int(value or 0)
-
-
-async def _set_meta(conn: aiosqlite.Connection, name: str, value: bytes | int) -> None:
-    await conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                       "DO UPDATE SET value = excluded.value", (name, value))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
