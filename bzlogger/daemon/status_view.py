@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bzlogger.daemon.durations import span_text
 from bzlogger.daemon.state import StateReading
 
 
@@ -123,11 +124,4 @@ def _parts(parts: list[dict[str, Any]]) -> str:
 
 
 def _span(seconds: float) -> str:
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+    return span_text(float(seconds), day_decimals=1)
