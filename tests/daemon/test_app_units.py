@@ -7,8 +7,10 @@ from typing import Any
 
 from bzlogger import config
 from bzlogger.clock import ManualClock
-from bzlogger.daemon.app import Daemon, RateMeter, reload_plan, status_line
+from bzlogger.daemon.app import Daemon, reload_plan
+from bzlogger.daemon.health import scanner_problem
 from bzlogger.daemon.sdnotify import Notifier
+from bzlogger.daemon.snapshot import RateMeter, status_line
 
 
 def test_reload_applies_encounter_rules_and_flush_interval_and_defers_the_rest() -> None:
@@ -72,6 +74,6 @@ def test_a_scanner_asleep_until_its_silence_deadline_is_not_wedged() -> None:
     scanner.policy.silent_restarts = 3  # a quiet night: the limit grew to 8 x 90 s
     clock.advance(400.0)  # the scanner's own check says "stuck" after 180 s
     assert scanner.health().reason == "supervisor loop is stuck"
-    assert daemon._scanner_problem() is None
+    assert scanner_problem(scanner, clock) is None
     clock.advance(400.0)  # past the deadline (720 s) and the grace: really stuck
-    assert daemon._scanner_problem() == "supervisor loop is stuck"
+    assert scanner_problem(scanner, clock) == "supervisor loop is stuck"

@@ -14,7 +14,8 @@ import pytest
 
 from bzlogger.clock import ManualClock
 from bzlogger.config import StoreSettings
-from bzlogger.daemon.app import PENDING_LIMIT, Daemon
+from bzlogger.daemon.app import Daemon
+from bzlogger.daemon.store_writer import PENDING_LIMIT
 from bzlogger.errors import OperationalError
 from bzlogger.model import Protocol
 from bzlogger.store import Store
@@ -102,11 +103,11 @@ async def test_unwritten_encounters_stay_bounded_keeping_the_newest(tmp_path: Pa
     batches = [[make_encounter(rng, DAY0 + 60 * minute + i, Protocol.BLUEZONE)
                 for i in range(10_000)] for minute in range(PENDING_LIMIT // 10_000 + 3)]
     for batch in batches:
-        daemon._take(batch)
+        daemon.writer.take(batch)
     counts = daemon.snapshot()["encounters"]
     assert counts["pending"] == PENDING_LIMIT
     assert counts["dropped_unwritten"] == 30_000
-    kept = {e.identifier for e in daemon._pending.values()}
+    kept = {e.identifier for e in daemon.writer.pending.values()}
     assert {e.identifier for e in batches[-1]} <= kept
     assert not {e.identifier for e in batches[0]} & kept
 
