@@ -14,7 +14,8 @@ creation of day keys; readers in other processes read concurrently (WAL).
 
 The internals live beside it: ``opening.py`` (refusal checks, migrations),
 ``encounter_rows.py`` (encounter rows, segments, compaction, range queries),
-``retention.py`` (purge and crypto-shredding), ``stats.py``, ``sql.py``.
+``retention.py`` (purge and crypto-shredding), ``transactions.py`` (write
+transactions), ``stats.py``, ``sql.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import operator
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
@@ -47,6 +48,7 @@ from bzlogger.store.keys import load_master_key
 from bzlogger.store.opening import keyring_path
 from bzlogger.store.sql import IN_CHUNK, meta_int, set_meta
 from bzlogger.store.stats import StoreStats, collect_stats
+from bzlogger.store.transactions import write_transaction
 
 log = get_logger("store")
 
@@ -351,40 +353,9 @@ class Store:
 
     # -- internals ----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, holding SQLite's write lock from the start. A failure
-        rolls it back and raises StoreError (nothing of the batch is kept); a writer
-        cancelled mid-way leaves nothing behind that blocks the next one."""
-        async with self._write_lock:
-            conn = self._conn
-            # Statements of a cancelled writer may still be queued in aiosqlite's thread
-            # (a cancelled await does not unqueue them): wait for them, then undo any
-            # transaction they left open.
-            await conn.execute("SELECT 1")
-            if conn.in_transaction:
-                await self._rollback()
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as error:
-                raise StoreError(f"store {self._settings.path} is busy or read-only: {error}"
-                                 ) from None
-            try:
-                yield conn
-                await conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                await self._rollback()
-                raise StoreError(f"store {self._settings.path}: write failed ({error}); "
-                                 "nothing of this batch was kept") from None
-            except BaseException:
-                await self._rollback()
-                raise
-
-    async def _rollback(self) -> None:
-        try:
-            await self._conn.execute("ROLLBACK")
-        except sqlite3.Error as error:  # no transaction left (SQLite may have ended it)
-            log.debug("rollback", error=str(error))
+    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One write transaction: under SQLite's write lock, all or nothing."""
+        return write_transaction(self._conn, self._write_lock, self._settings.path)
 
     async def _day_keys_for_write(self, days: set[int]) -> dict[int, DayKey]:
         """Keys of ``days``, creating missing ones. Call inside :meth:`_write`: the
