@@ -1,6 +1,6 @@
-"""The daemon's side of the door display: a live consumer (``bzlogger.daemon.app``'s
-``LiveConsumer``: ``observe`` every sighting, ``tick`` once a second) that feeds the
-presence detector and keeps the live door-state file current.
+"""The daemon's side of the door display: a live consumer
+(``bzlogger.daemon.consumers.LiveConsumer``: ``observe`` every sighting, ``tick`` once a
+second) that feeds the presence detector and keeps the live door-state file current.
 
 The file is rewritten at every tick (its age is the heartbeat the door service checks)
 and at once when a phone enters the zone, so "app detected" does not wait for the tick.
