@@ -28,17 +28,11 @@ from enum import StrEnum
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from bzlogger.ble import ad
+from bzlogger.ble.beacon_payload import advertisement_properties
 from bzlogger.ble.bluez_watch import BLUEZ, PROPERTIES_IFACE, BluezWatch, DBusCallError, call
 from bzlogger.clock import Clock
-from bzlogger.ids import bluezone, gaen
-from bzlogger.ids.schedule import (
-    Beacon,
-    DayKeys,
-    bluezone_beacon,
-    gaen_beacon,
-    random_rotation_fraction,
-)
+from bzlogger.ids import bluezone
+from bzlogger.ids.schedule import Beacon, DayKeys, beacons_at
 from bzlogger.logsetup import get_logger, redact
 from bzlogger.model import Protocol
 
@@ -46,13 +40,6 @@ ADVERTISEMENT_IFACE = "org.bluez.LEAdvertisement1"
 MANAGER_IFACE = "org.bluez.LEAdvertisingManager1"
 INTROSPECTABLE_IFACE = "org.freedesktop.DBus.Introspectable"
 OBJECT_ROOT = "/org/bzlogger/advertisement"
-
-#: Advertising intervals in ms: Android's LOW_LATENCY mode for Bluezone, the GAEN
-#: specification's 200-270 ms for GAEN.
-INTERVALS_MS: dict[Protocol, tuple[int, int]] = {
-    Protocol.BLUEZONE: (100, 150),
-    Protocol.GAEN: (200, 270),
-}
 
 log = get_logger("ble.advertiser")
 
@@ -70,13 +57,7 @@ def schedule_provider(protocols: Sequence[str], keys_for_day: KeysForDay, *,
 
     async def provide(now: float) -> list[Beacon]:
         keys = await keys_for_day(bluezone.utc_midnight(now))
-        out: list[Beacon] = []
-        for protocol in wanted:
-            if protocol is Protocol.BLUEZONE:
-                out.append(bluezone_beacon(keys, now, bluezone_max))
-            else:
-                out.append(gaen_beacon(keys, now, tx_power, random_rotation_fraction()))
-        return out
+        return beacons_at(keys, now, wanted, bluezone_max=bluezone_max, tx_power=tx_power)
 
     return provide
 
@@ -102,42 +83,6 @@ class AdvertisingState:
     failures: int = 0
     releases: int = 0
     since: float = 0.0
-
-
-def fields_for(beacon: Beacon) -> ad.AdFields:
-    """The advertising fields a beacon goes on the air with."""
-    if beacon.protocol is Protocol.BLUEZONE:
-        return ad.AdFields(service_uuids=[bluezone.SERVICE_UUID],
-                           manufacturer_data={bluezone.COMPANY_ID: beacon.identifier})
-    if beacon.aem is None:
-        raise ValueError("a GAEN beacon needs its AEM")
-    return ad.AdFields(service_uuids=[gaen.SERVICE_UUID],
-                       service_data={gaen.SERVICE_UUID: beacon.identifier + beacon.aem})
-
-
-def expected_bytes(beacon: Beacon) -> bytes:
-    """The AD bytes BlueZ puts on the air for ``beacon`` (no Flags: non-discoverable)."""
-    return ad.encode(fields_for(beacon))
-
-
-def advertisement_properties(beacon: Beacon, *, intervals: bool = True) -> dict[str, Variant]:
-    """The ``org.bluez.LEAdvertisement1`` properties for ``beacon``."""
-    fields = fields_for(beacon)
-    props: dict[str, Variant] = {
-        "Type": Variant("s", "broadcast"),
-        "ServiceUUIDs": Variant("as", fields.service_uuids),
-    }
-    if fields.manufacturer_data:
-        props["ManufacturerData"] = Variant(
-            "a{qv}", {k: Variant("ay", v) for k, v in fields.manufacturer_data.items()})
-    if fields.service_data:
-        props["ServiceData"] = Variant(
-            "a{sv}", {k: Variant("ay", v) for k, v in fields.service_data.items()})
-    if intervals:
-        low, high = INTERVALS_MS[beacon.protocol]
-        props["MinInterval"] = Variant("u", low)
-        props["MaxInterval"] = Variant("u", high)
-    return props
 
 
 _INTROSPECTION = """<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"

@@ -8,13 +8,7 @@ from collections.abc import Sequence
 
 from bzlogger.config import BleSettings
 from bzlogger.ids import bluezone
-from bzlogger.ids.schedule import (
-    Beacon,
-    DayKeys,
-    bluezone_beacon,
-    gaen_beacon,
-    random_rotation_fraction,
-)
+from bzlogger.ids.schedule import Beacon, DayKeys, beacons_at
 from bzlogger.logsetup import get_logger
 from bzlogger.model import Protocol as IdProtocol
 from bzlogger.store import Store
@@ -51,9 +45,5 @@ class OwnKeys:
 def own_beacons(keys: DayKeys, now: float, protocols: Sequence[IdProtocol],
                 ble: BleSettings) -> list[Beacon]:
     """The beacons of ``protocols`` to advertise at ``now`` from the day's ``keys``."""
-    out = []
-    if IdProtocol.BLUEZONE in protocols:
-        out.append(bluezone_beacon(keys, now, ble.bluezone_max))
-    if IdProtocol.GAEN in protocols:
-        out.append(gaen_beacon(keys, now, ble.tx_power, random_rotation_fraction()))
-    return out
+    return beacons_at(keys, now, protocols, bluezone_max=ble.bluezone_max,
+                      tx_power=ble.tx_power)

@@ -12,6 +12,7 @@ parameters.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bzlogger.ids import bluezone, gaen
@@ -77,6 +78,22 @@ def gaen_beacon(
     span = GAEN_MIN_ROTATION_S + rotation_fraction * (GAEN_MAX_ROTATION_S - GAEN_MIN_ROTATION_S)
     day_end = keys.day_start + bluezone.DAY_SECONDS
     return Beacon(Protocol.GAEN, rpi, now, min(now + span, day_end), aem)
+
+
+def beacons_at(keys: DayKeys, now: float, protocols: Iterable[Protocol], *,
+               bluezone_max: int = bluezone.DEFAULT_MAX, tx_power: int = -8,
+               rotation_fraction: Callable[[], float] | None = None) -> list[Beacon]:
+    """The beacons of ``protocols`` to advertise at ``now`` from the day's ``keys``;
+    ``rotation_fraction`` draws where in 10-20 minutes the GAEN RPI changes (the OS's
+    CSPRNG unless given)."""
+    draw = rotation_fraction or random_rotation_fraction
+    out: list[Beacon] = []
+    for protocol in protocols:
+        if protocol is Protocol.BLUEZONE:
+            out.append(bluezone_beacon(keys, now, bluezone_max))
+        else:
+            out.append(gaen_beacon(keys, now, tx_power, draw()))
+    return out
 
 
 def random_rotation_fraction() -> float:

@@ -14,9 +14,9 @@ from bzlogger.ble.advertiser import (
     Advertiser,
     AdvertisingStatus,
     BeaconProvider,
-    expected_bytes,
     schedule_provider,
 )
+from bzlogger.ble.beacon_payload import expected_bytes
 from bzlogger.clock import Clock
 from bzlogger.ids import bluezone
 from bzlogger.ids.schedule import DayKeys, bluezone_beacon, gaen_beacon

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bzlogger.ble.advertiser import (
-    Advertiser,
-    AdvertisingStatus,
-    advertisement_properties,
-    expected_bytes,
-    schedule_provider,
-)
+from bzlogger.ble.advertiser import Advertiser, AdvertisingStatus, schedule_provider
+from bzlogger.ble.beacon_payload import advertisement_properties, expected_bytes
 from bzlogger.clock import ManualClock
 from bzlogger.ids.schedule import Beacon, DayKeys
 from bzlogger.model import Protocol

@@ -120,3 +120,14 @@ def test_generated_day_keys_are_fresh_and_random() -> None:
     assert len(a.bluezone_key) == 32 and len(a.gaen_tek) == 16
     fractions = {schedule.random_rotation_fraction() for _ in range(50)}
     assert len(fractions) > 40 and all(0 <= f < 1 for f in fractions)
+
+
+def test_beacons_at_follows_the_protocol_list() -> None:
+    keys = schedule.DayKeys(DAY, bytes(32), bytes(range(16)))
+    now = DAY + 3600
+    both = schedule.beacons_at(keys, now, [Protocol.GAEN, Protocol.BLUEZONE],
+                               rotation_fraction=lambda: 0.5)
+    assert [b.protocol for b in both] == [Protocol.GAEN, Protocol.BLUEZONE]
+    assert both[0].valid_until == now + 900
+    assert both[1] == schedule.bluezone_beacon(keys, now)
+    assert schedule.beacons_at(keys, now, []) == []
