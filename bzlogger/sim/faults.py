@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bzlogger.sim import world
-from bzlogger.sim.bluez import GATT_FAULTS, FakeBluez
+from bzlogger.sim.bluez import FakeBluez
+from bzlogger.sim.gatt import GATT_FAULTS
 from bzlogger.sim.scenario import FaultSpec, ScenarioError, parse_duration
 from bzlogger.sim.world import KIND_DEFAULTS, Kind, Visitor
 

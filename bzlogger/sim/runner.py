@@ -27,16 +27,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bzlogger.clock import ScaledClock
+from bzlogger.sim.adapter import AdapterConfig
+from bzlogger.sim.advertising import AdvertRecord
 from bzlogger.sim.adverts import HeardBeacon, decode_beacon
-from bzlogger.sim.bluez import (
-    AdapterConfig,
-    AdvertRecord,
-    FakeBluez,
-    GattServiceSpec,
-    Report,
-)
+from bzlogger.sim.bluez import FakeBluez
 from bzlogger.sim.bus import SYSTEM_BUS_ENV, PrivateBus
 from bzlogger.sim.faults import Faults
+from bzlogger.sim.radio import GattServiceSpec, Report
 from bzlogger.sim.scenario import Scenario, parse_scenario
 from bzlogger.sim.truth import GroundTruth
 from bzlogger.sim.world import Visitor
@@ -58,8 +55,8 @@ class SimulatedBluez:
         self.clock = ScaledClock(time.time(), scenario.start, speed)
         self.bluez = FakeBluez(self.clock, adapters, seed=scenario.seed,
                                sensitivity_dbm=scenario.radio.sensitivity_dbm)
-        self.bluez.on_walk_away = self._walk_away
-        self.bluez.reachable = self._reachable
+        self.bluez.gatt.on_walk_away = self._walk_away
+        self.bluez.gatt.reachable = self._reachable
         self.visitors: list[Visitor] = list(scenario.visitors)
         self._truth = GroundTruth(scenario.name, scenario.seed, scenario.start, scenario.end)
         self.faults = Faults(self.bluez, self.add_visitor, self._truth.faults)

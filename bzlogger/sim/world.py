@@ -24,7 +24,7 @@ from enum import StrEnum
 from bzlogger.ids import bluezone, gaen
 from bzlogger.model import Platform, Protocol
 from bzlogger.sim.adverts import AdContent, uuid16
-from bzlogger.sim.bluez import GattCharacteristicSpec, GattServiceSpec
+from bzlogger.sim.radio import GattCharacteristicSpec, GattServiceSpec
 
 APPLE_COMPANY_ID = 0x004C
 #: iOS puts background service UUIDs into a 128-bit "overflow area" bitmask whose bit

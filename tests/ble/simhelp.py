@@ -10,7 +10,7 @@ from typing import Any
 
 from bzlogger.model import Sighting
 from bzlogger.sim.adverts import decode_beacon
-from bzlogger.sim.bluez import Report
+from bzlogger.sim.radio import Report
 from bzlogger.sim.runner import SimulatedBluez
 
 #: Everything near the kiosk for a while: two of each phone kind and three kinds of noise.

@@ -14,7 +14,7 @@ from dbus_fast.aio import MessageBus
 
 from bzlogger.ids import bluezone
 from bzlogger.sim.adverts import AdContent
-from bzlogger.sim.bluez import Report
+from bzlogger.sim.radio import Report
 from bzlogger.sim.runner import SimulatedBluez
 from tests.conftest import SimFactory
 
@@ -144,7 +144,7 @@ def test_clock_variable_matches_the_cli() -> None:
 
 
 async def test_second_adapter(sim_factory: SimFactory) -> None:
-    from bzlogger.sim.bluez import AdapterConfig
+    from bzlogger.sim.adapter import AdapterConfig
 
     await sim_factory("""
 [scenario]

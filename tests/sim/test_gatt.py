@@ -59,7 +59,7 @@ async def test_bleak_client_reads_ios_id(sim: SimulatedBluez) -> None:
         (1, 1, 1)
     await asyncio.sleep(0.1)
     device = sim.bluez.device_paths()[_address(sim, "ios")]
-    assert not any(p.startswith(device + "/") for p in sim.bluez._objects)  # GATT gone
+    assert not any(p.startswith(device + "/") for p in sim.bluez.server.objects)  # GATT gone
     truth = sim.truth().visitor("ios")
     assert (truth.connect_attempts, truth.connections, truth.reads) == (1, 1, 1)
 

@@ -14,7 +14,7 @@ from dbus_fast.aio import MessageBus
 
 from bzlogger.cli import cli
 from bzlogger.clock import ScaledClock
-from bzlogger.sim.bluez import Report
+from bzlogger.sim.radio import Report
 from bzlogger.sim.runner import SimulatedBluez
 from bzlogger.sim.scenario import load_scenario
 from tests.conftest import SimFactory
