@@ -58,11 +58,14 @@ class MetricsSnapshot:
 
 
 def snapshot_from_daemon(state: Mapping[str, Any], scanner_counters: Mapping[str, int],
-                         matches: int = 0) -> MetricsSnapshot:
+                         matches: int | None = None) -> MetricsSnapshot:
     """Build the snapshot from what the daemon already has: its state-file document
     (``Daemon.snapshot()``: times, advertising, encounters, store, clock) and the
     scanner's counters (``BleScanner.stats()``: ``seen.<kind>``, ``noise``,
-    ``malformed.<reason>``, ``recovery.<action>``)."""
+    ``malformed.<reason>``, ``recovery.<action>``). ``matches`` defaults to the
+    exposures the store holds (``bzlogger match`` and ``lists fetch`` save them there)."""
+    if matches is None:
+        matches = int(state.get("store", {}).get("exposures") or 0)
     now = parse_iso(state["now"])
     scanning = state.get("scanning", {})
     age = scanning.get("last_seen_age_s")

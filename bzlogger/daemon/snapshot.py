@@ -108,6 +108,7 @@ class StateBuilder:
                            "closed_since_start": daemon.aggregator.counters.encounters_closed},
             "store": {"path": str(daemon.settings.store.path),
                       "size_bytes": None if store is None else store.size_bytes,
+                      "exposures": None if store is None else store.exposures,
                       "oldest_day": (None if store is None or store.oldest_day is None
                                      else iso(store.oldest_day)[:10]),
                       "encounters": None if store is None else store.encounters,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bzlogger import RELEASE_EPOCH, config
 from bzlogger.clock import Clock, ScaledClock
@@ -56,6 +57,7 @@ async def make_kiosk(tmp_path: Path) -> config.Settings:
         f'key_file = "{tmp_path / "store.key"}"\nflush_interval_s = 1.0\n'
         '[ble]\nadvertise = ["bluezone", "gaen"]\n'
         f'[daemon]\nstate_file = "{tmp_path / "run" / "state.json"}"\n'
+        f'metrics_textfile = "{tmp_path / "metrics" / "bzlogger.prom"}"\n'
         f'[door]\nstate_file = "{tmp_path / "run" / "door.json"}"\n')
     settings = config.load(path)
     create_key_file(settings.store.key_file)
@@ -144,6 +146,7 @@ def without_network() -> list[str]:
 async def test_process_notifies_and_stops_cleanly_on_sigterm(
         tmp_path: Path, sim_factory: SimFactory, notify: NotifyListener) -> None:
     settings = await make_kiosk(tmp_path)
+    (tmp_path / "metrics").mkdir()  # node-exporter's textfile directory
     sim = await sim_factory(scenario(), speed=60)
     env = {**sim.child_env(), "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
@@ -172,6 +175,14 @@ async def test_process_notifies_and_stops_cleanly_on_sigterm(
         assert reading.data["scanning"]["per_minute"] > 0
         assert reading.data["advertising"]["active"]
         assert (tmp_path / "run" / "door.json").exists()
+        # The node-exporter textfile, scraped as Prometheus would.
+        metrics = {(m.name, tuple(sorted(m.labels.items()))): m.value
+                   for f in text_string_to_metric_families(
+                       (tmp_path / "metrics" / "bzlogger.prom").read_text())
+                   for m in f.samples}
+        assert metrics[("bzlogger_advertisements_total", (("protocol", "bluezone"),))] > 0
+        assert metrics[("bzlogger_advertising", (("protocol", "gaen"),))] == 1
+        assert metrics[("bzlogger_seconds_since_last_advertisement", ())] < 60
 
         # SIGHUP: a bad config is refused, a good one applied where safe.
         assert settings.source is not None

@@ -106,3 +106,13 @@ def test_snapshot_from_the_daemon_state_and_scanner_counters(tmp_path: Path) -> 
     assert got[("bzlogger_advertising", (("protocol", "gaen"),))] == 0
     assert got[("bzlogger_seconds_since_last_advertisement", ())] == 3
     assert got[("bzlogger_store_size_bytes", ())] == 4096
+
+
+def test_matches_default_to_the_exposures_in_the_store(tmp_path: Path) -> None:
+    from bzlogger.metrics import snapshot_from_daemon
+
+    state = {"now": "2026-12-07T08:00:00Z", "started_at": "2026-12-07T07:00:00Z",
+             "store": {"size_bytes": 4096, "exposures": 3}}
+    path = tmp_path / "bzlogger.prom"
+    write_metrics(path, snapshot_from_daemon(state, {}))
+    assert scrape(path)[("bzlogger_matches_total", ())] == 3
