@@ -9,7 +9,14 @@ from dbus_fast import Message, Variant
 
 from bzlogger.sim.advertising import ADV_MANAGER, AdvertRecord, manager_properties
 from bzlogger.sim.adverts import full_uuid
-from bzlogger.sim.dbus_server import ERR, BluezError, Interfaces, MethodTable, ObjectServer
+from bzlogger.sim.dbus_server import (
+    ERR,
+    UNKNOWN_METHOD,
+    BluezError,
+    Interfaces,
+    MethodTable,
+    ObjectServer,
+)
 from bzlogger.sim.devices import Device
 from bzlogger.sim.radio import Report
 
@@ -131,7 +138,7 @@ def discovery_call(server: ObjectServer, adapter: Adapter, msg: Message, member:
         return None
     if member == "GetDiscoveryFilters":
         return Message.new_method_return(msg, "as", [list(_FILTER_SIGNATURES)])
-    raise AssertionError(f"not a discovery method: {member}")
+    raise BluezError(UNKNOWN_METHOD, f"{ADAPTER}.{member}")
 
 
 def end_session(server: ObjectServer, adapter: Adapter, client: str) -> None:

@@ -130,6 +130,8 @@ class FakeBluez:
             self._bus_address = bus_address
         await self.server.connect(self._bus_address)
         await self.server.add_match(f"type='signal',sender='{DBUS}',member='NameOwnerChanged'")
+        # Objects and adapters are replaced together: the world may report (to the old
+        # adapters) while AddMatch is awaited, and their device objects must still exist.
         self.server.objects.clear()
         self._adapters.clear()
         # Like bluetoothd: own the name first, then the adapters appear (InterfacesAdded
