@@ -1,9 +1,8 @@
-"""CI check of the service's sandboxing: systemd's own exposure score must be <= 1.5."""
+"""The daemon's unit and install files (its exposure score: tests/test_systemd_exposure.py)."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -12,36 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.systemd_units import unit_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "bzlogger.service"
-MAX_EXPOSURE = 1.5
-
-
-def _unit_settings() -> dict[str, list[str]]:
-    settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed (tools/bootstrap.sh installs it)")
-def test_exposure_score_is_at_most_1_5() -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    match = re.search(r"Overall exposure level for bzlogger\.service:\s*([0-9.]+)",
-                      result.stdout + result.stderr)
-    assert match, f"no exposure level in systemd-analyze output:\n{result.stdout}{result.stderr}"
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
 def test_the_unit_keeps_the_contract() -> None:
     """What the score does not weigh: notify + watchdog, ordering, the credential."""
-    unit = _unit_settings()
+    unit = unit_settings(UNIT)
     assert unit["Type"] == ["notify"]
     assert unit["WatchdogSec"] and unit["Restart"] == ["on-failure"]
     assert "bluetooth.service" in unit["After"][0] and "time-sync.target" in unit["After"][0]
@@ -65,7 +43,7 @@ def test_example_config_is_valid_and_matches_the_unit() -> None:
     settings = config.load(ROOT / "systemd" / "bzlogger.toml.example", required=True)
     assert settings.store.path == Path("/var/lib/bzlogger/bzlogger.db")
     assert settings.daemon.state_file.parent == Path("/run/bzlogger")  # RuntimeDirectory
-    assert str(settings.store.key_file) in _unit_settings()["LoadCredential"][0]
+    assert str(settings.store.key_file) in unit_settings(UNIT)["LoadCredential"][0]
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from tests.systemd_units import unit_settings
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 SERVICE = SYSTEMD / "bzlogger-fetch.service"
 TIMER = SYSTEMD / "bzlogger-fetch.timer"
-MAX_EXPOSURE = 1.5
-
-
-def settings(unit: Path) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            found.setdefault(key.strip(), []).append(value.strip())
-    return found
 
 
 def test_service_fetches_as_the_store_owner_with_network() -> None:
-    unit = settings(SERVICE)
+    unit = unit_settings(SERVICE)
     assert unit["Type"] == ["oneshot"]
     assert unit["ExecStart"][0].endswith(" lists fetch")
     assert unit["User"] == ["bzlogger"] and unit["StateDirectory"] == ["bzlogger"]
@@ -35,18 +22,6 @@ def test_service_fetches_as_the_store_owner_with_network() -> None:
 
 
 def test_timer_runs_it_hourly_and_catches_up() -> None:
-    unit = settings(TIMER)
+    unit = unit_settings(TIMER)
     assert unit["OnCalendar"] == ["hourly"] and unit["Persistent"] == ["true"]
     assert unit["WantedBy"] == ["timers.target"]
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed (tools/bootstrap.sh installs it)")
-def test_exposure_score() -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(SERVICE)],
-        capture_output=True, text=True, timeout=60, check=False)
-    match = re.search(r"Overall exposure level for bzlogger-fetch\.service:\s*([0-9.]+)",
-                      result.stdout + result.stderr)
-    assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
