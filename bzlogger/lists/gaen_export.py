@@ -145,7 +145,8 @@ def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
                     members[info.filename] = read_stream(
                         stream, limits.max_member_bytes, f"{name}: {info.filename}")
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
-                    NotImplementedError) as error:  # unsupported compression method
+                    NotImplementedError,  # an unsupported compression method
+                    RuntimeError) as error:  # a member flagged as encrypted
                 raise ListError(f"{name}: cannot inflate {info.filename}: {error}") from None
     return members
 
