@@ -394,19 +394,9 @@ class Advertiser:
 
     async def _wait(self, until_mono: float) -> None:
         """Wait until clock-monotonic ``until_mono``, an event, or a lost bus."""
-        delay = until_mono - self.clock.monotonic()
-        if delay <= 0 or self._event.is_set():
+        if until_mono <= self.clock.monotonic() or self._event.is_set():
             return
-        waiters = [asyncio.ensure_future(self.clock.sleep(delay)),
-                   asyncio.ensure_future(self._event.wait())]
-        if self.watch.connected:
-            waiters.append(asyncio.ensure_future(self.watch.wait_disconnected()))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await self.watch.sleep_until(self.clock, until_mono, self._event)
         if not self.watch.connected:
             self._forget_registrations()
         # a released registration is no longer on the air: drop it so set_beacons

@@ -16,6 +16,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from bzlogger.clock import Clock
 from bzlogger.logsetup import get_logger
 
 BLUEZ = "org.bluez"
@@ -159,6 +160,25 @@ class BluezWatch:
         if bus is None:
             return
         await disconnect_event(bus).wait()
+
+    async def sleep_until(self, clock: Clock, until_mono: float, wake: asyncio.Event,
+                          *also: asyncio.Event) -> None:
+        """Sleep until clock-monotonic ``until_mono``, or less: until ``wake`` or one of
+        ``also`` is set, or the bus connection is lost."""
+        delay = until_mono - clock.monotonic()
+        if delay <= 0 or wake.is_set():
+            return
+        waiters = [asyncio.ensure_future(clock.sleep(delay)),
+                   asyncio.ensure_future(wake.wait())]
+        if self.connected:
+            waiters.append(asyncio.ensure_future(self.wait_disconnected()))
+        waiters += [asyncio.ensure_future(event.wait()) for event in also]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def refresh(self) -> None:
         """Read the owner of ``org.bluez`` and the adapter's ``Powered`` property."""

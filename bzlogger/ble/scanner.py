@@ -277,22 +277,10 @@ class BleScanner:
         self._event.set()
 
     async def _wait(self, until_mono: float) -> None:
-        delay = until_mono - self.clock.monotonic()
-        if delay <= 0 or self._event.is_set():
-            return
-        waiters = [asyncio.ensure_future(self.clock.sleep(delay)),
-                   asyncio.ensure_future(self._event.wait())]
-        if self.watch.connected:
-            waiters.append(asyncio.ensure_future(self.watch.wait_disconnected()))
         bleak_bus = _bleak_bus()
-        if self._scanner is not None and bleak_bus is not None:
-            waiters.append(asyncio.ensure_future(disconnect_event(bleak_bus).wait()))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        also = ([disconnect_event(bleak_bus)]
+                if self._scanner is not None and bleak_bus is not None else [])
+        await self.watch.sleep_until(self.clock, until_mono, self._event, *also)
 
     # -- advertisements -------------------------------------------------------
 
