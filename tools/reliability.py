@@ -121,7 +121,7 @@ def run(only: set[str], scale: float, workdir: Path, log: Callable[[str], None]
         asyncio.run(hostile.match_refuses(workdir)),
         atheris_run("published lists", "fuzz_lists.py", scaled(300, scale, 20), list_seeds())])
     step("flood", lambda: hostile.run_in_loop(
-        lambda: hostile.address_flood(scaled(30, scale, 3))))
+        lambda: hostile.address_flood(scaled(40, scale, 3))))
     step("soak", lambda: asyncio.run(soak.soak_campaign(
         workdir, days=max(3, round(7 * scale)), speed=1000.0, log=log)))
     return results
