@@ -10,6 +10,7 @@ an export of the kiosk's own keys (unsigned), or a signed one as a key server wr
 from __future__ import annotations
 
 import io
+import lzma
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -144,8 +145,8 @@ def _unzip(data: bytes, limits: Limits, name: str) -> dict[str, bytes]:
                 with archive.open(info) as stream:
                     members[info.filename] = read_stream(
                         stream, limits.max_member_bytes, f"{name}: {info.filename}")
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
-                    NotImplementedError,  # an unsupported compression method
+            except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError,
+                    ValueError, NotImplementedError,  # an unsupported compression method
                     RuntimeError) as error:  # a member flagged as encrypted
                 raise ListError(f"{name}: cannot inflate {info.filename}: {error}") from None
     return members
