@@ -320,6 +320,8 @@ def hostile_lists(rng: random.Random, authority: Authority) -> Iterator[tuple[st
         "zip needing version 23.5": patch_central(good_zip, 6, 235),
         "zip with compression method 99": patch_central(patch_local(good_zip, 8, 99), 10, 99),
         "zip member flagged encrypted": patch_central(patch_local(good_zip, 6, 1), 8, 1),
+        "zip deflate data labelled LZMA": patch_central(patch_local(good_zip, 8, 14), 10, 14),
+        "zip deflate data labelled bzip2": patch_central(patch_local(good_zip, 8, 12), 10, 12),
         "signature flipped": rezip({gaen_export.BIN_NAME: signed,
                                     gaen_export.SIG_NAME: sig[:-5] + bytes([sig[-5] ^ 1])
                                     + sig[-4:]}),
