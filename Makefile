@@ -17,7 +17,10 @@ lint: bootstrap
 	.venv/bin/mypy bzlogger
 
 # The long loops (about an hour); SCALE=0.1 for a quick run. See docs/reliability.md.
+# First the other slow tests (BLE recovery 20x per fault, GATT morning, daemon day),
+# then the campaigns, which print the summary table.
 reliability: bootstrap
+	$(PY) -m pytest -q -m slow tests --ignore=tests/reliability
 	$(PY) tools/reliability.py --scale $(or $(SCALE),1)
 
 bench: bootstrap
