@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from bzlogger.model import Sighting
@@ -81,3 +82,16 @@ async def wait_for(predicate: Callable[[], Any], limit_s: float, step: float = 0
             raise AssertionError(f"condition not met within {limit_s} s")
         await asyncio.sleep(step)
     return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def background(job: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``job`` (a scanner's or advertiser's ``run()``) as a task for the block, then
+    cancel it and wait for it to end."""
+    task = asyncio.create_task(job)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -3,11 +3,8 @@ registration (and address) per ID, heard by simulated phones, refusals reported.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator
 
 from bzlogger.ble import ad
 from bzlogger.ble.advertiser import (
@@ -22,7 +19,7 @@ from bzlogger.ids import bluezone
 from bzlogger.ids.schedule import DayKeys, bluezone_beacon, gaen_beacon
 from bzlogger.sim.adverts import AdContent
 from bzlogger.sim.runner import SimulatedBluez
-from tests.ble.simhelp import wait_for
+from tests.ble.simhelp import background, wait_for
 from tests.conftest import SimFactory
 
 HEARERS = {
@@ -52,18 +49,6 @@ def provider(clock: Clock, protocols: list[str], max_ids: int = 96) -> BeaconPro
         return keys.setdefault(day, DayKeys.generate(day))
 
     return schedule_provider(protocols, keys_for_day, bluezone_max=max_ids)
-
-
-@contextlib.asynccontextmanager
-async def advertising(advertiser: Advertiser, source: BeaconProvider
-                      ) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(advertiser.run(source))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def live(sim: SimulatedBluez) -> list[str]:
@@ -100,7 +85,7 @@ async def test_rotation_registers_anew_with_a_new_address(sim_factory: SimFactor
     # 1440 IDs a day: a Bluezone slot is 60 s; at speed 60 that is one real second.
     sim = await sim_factory(None, speed=60.0)
     advertiser = Advertiser("hci0", sim.clock)
-    async with advertising(advertiser, provider(sim.clock, ["bluezone", "gaen"], 1440)):
+    async with background(advertiser.run(provider(sim.clock, ["bluezone", "gaen"], 1440))):
         await wait_for(lambda: advertiser.state().registrations >= 8, 30)
         state = advertiser.state()
         assert state.status is AdvertisingStatus.ACTIVE
@@ -132,7 +117,7 @@ async def test_rotation_registers_anew_with_a_new_address(sim_factory: SimFactor
 async def test_kiosk_beacons_are_heard_by_simulated_phones(sim_factory: SimFactory) -> None:
     sim = await sim_factory(HEARERS, speed=1.0)
     advertiser = Advertiser("hci0", sim.clock)
-    async with advertising(advertiser, provider(sim.clock, ["bluezone", "gaen"])):
+    async with background(advertiser.run(provider(sim.clock, ["bluezone", "gaen"]))):
         await wait_for(lambda: advertiser.state().status is AdvertisingStatus.ACTIVE, 5)
         await wait_for(lambda: len(sim.truth().kiosk_heard) >= 2, 5)
     heard = {(h.visitor, h.protocol) for h in sim.truth().kiosk_heard.values()}
@@ -144,7 +129,7 @@ async def test_refusal_is_reported_then_retried(simulated_bluez: SimulatedBluez)
     sim.faults.inject_error("RegisterAdvertisement", "Failed", times=2,
                             message="Failed to register advertisement")
     advertiser = Advertiser("hci0", sim.clock)
-    async with advertising(advertiser, provider(sim.clock, ["bluezone"])):
+    async with background(advertiser.run(provider(sim.clock, ["bluezone"]))):
         await wait_for(lambda: advertiser.state().status is AdvertisingStatus.FAILED, 5)
         state = advertiser.state()
         assert state.error is not None and "org.bluez.Error.Failed" in state.error
@@ -155,7 +140,7 @@ async def test_refusal_is_reported_then_retried(simulated_bluez: SimulatedBluez)
 async def test_release_and_power_cycle_re_register(simulated_bluez: SimulatedBluez) -> None:
     sim = simulated_bluez
     advertiser = Advertiser("hci0", sim.clock)
-    async with advertising(advertiser, provider(sim.clock, ["bluezone", "gaen"])):
+    async with background(advertiser.run(provider(sim.clock, ["bluezone", "gaen"]))):
         await wait_for(lambda: len(sim.bluez.active_adverts()) == 2, 5)
         await sim.faults.power_off()
         await wait_for(lambda: advertiser.state().status is AdvertisingStatus.PENDING, 5)

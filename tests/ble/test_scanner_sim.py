@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,19 +10,8 @@ from bzlogger.ble.scanner import BleScanner
 from bzlogger.config import BleSettings
 from bzlogger.model import Platform, Protocol, Sighting
 from bzlogger.sim.runner import SimulatedBluez
-from tests.ble.simhelp import NEARBY, ReportLog, drain, sighting_series, wait_for
+from tests.ble.simhelp import NEARBY, ReportLog, background, drain, sighting_series, wait_for
 from tests.conftest import SimFactory
-
-
-@contextlib.asynccontextmanager
-async def running(scanner: BleScanner) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(scanner.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def expected_ids(sim: SimulatedBluez, kind: str, since: float) -> set[bytes]:
@@ -41,7 +28,7 @@ async def test_scanner_logs_android_and_gaen_visitors_with_rssi_series(
     reports = ReportLog(sim)
     queue: asyncio.Queue[Sighting] = asyncio.Queue(maxsize=10_000)
     scanner = BleScanner(BleSettings(), sim.clock, queue)
-    async with running(scanner):
+    async with background(scanner.run()):
         await wait_for(lambda: scanner.scanning, 5)
         started = sim.clock.now()
         await wait_for(lambda: queue.qsize() > 60, 10)
@@ -83,7 +70,7 @@ async def test_malformed_adverts_are_counted_and_skipped(sim_factory: SimFactory
     sim = await sim_factory(None, speed=1.0)
     queue: asyncio.Queue[Sighting] = asyncio.Queue(maxsize=100)
     scanner = BleScanner(BleSettings(), sim.clock, queue)
-    async with running(scanner):
+    async with background(scanner.run()):
         await wait_for(lambda: scanner.scanning, 5)
         sim.faults.malformed(payload, duration=60)
         await wait_for(lambda: scanner.counters.total("malformed") >= 3, 5)
@@ -95,7 +82,7 @@ async def test_full_queue_drops_and_counts(sim_factory: SimFactory) -> None:
     sim = await sim_factory(NEARBY, speed=1.0)
     queue: asyncio.Queue[Sighting] = asyncio.Queue(maxsize=5)
     scanner = BleScanner(BleSettings(), sim.clock, queue)
-    async with running(scanner):
+    async with background(scanner.run()):
         await wait_for(lambda: scanner.counters.get("dropped") >= 10, 10)
     assert queue.qsize() == 5
 
@@ -104,7 +91,7 @@ async def test_protocols_not_scanned_are_ignored(sim_factory: SimFactory) -> Non
     sim = await sim_factory(NEARBY, speed=1.0)
     queue: asyncio.Queue[Sighting] = asyncio.Queue(maxsize=1000)
     scanner = BleScanner(BleSettings(scan=["gaen"]), sim.clock, queue)
-    async with running(scanner):
+    async with background(scanner.run()):
         await wait_for(lambda: scanner.counters.get("ignored.bluezone") >= 5, 10)
         await wait_for(lambda: queue.qsize() >= 5, 5)
     assert {s.protocol for s in drain(queue)} == {Protocol.GAEN}
